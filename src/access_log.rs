@@ -1,0 +1,114 @@
+//! JSON access log: one line per request, written by a dedicated thread so that a slow disk
+//! or pipe never stalls request handling. When the writer falls behind by more than
+//! `QUEUE_LINES`, lines are dropped and counted rather than queued without bound.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::AccessLogOutput;
+
+const QUEUE_LINES: usize = 16 * 1024;
+
+/// What one log line says about one request.
+#[derive(Debug, Serialize)]
+pub struct AccessRecord<'a> {
+    pub time: String,
+    pub client_ip: Option<IpAddr>,
+    pub host: &'a str,
+    pub method: &'a str,
+    /// Path as the client sent it, without the query string (which may carry secrets).
+    pub path: &'a str,
+    pub status: u16,
+    /// Response body bytes sent to the client.
+    pub bytes: usize,
+    pub duration_ms: f64,
+    pub route: Option<&'a str>,
+    pub upstream: Option<&'a str>,
+    pub server: Option<&'a str>,
+    pub request_id: &'a str,
+}
+
+#[derive(Debug)]
+pub struct AccessLog {
+    sender: Option<SyncSender<Vec<u8>>>,
+    dropped: AtomicU64,
+}
+
+// === impl AccessLog ===
+
+impl AccessLog {
+    /// Opens `output` and starts the writer thread.
+    pub fn start(output: &AccessLogOutput) -> io::Result<Self> {
+        let writer: Box<dyn Write + Send> = match output {
+            AccessLogOutput::Off => {
+                return Ok(Self {
+                    sender: None,
+                    dropped: AtomicU64::new(0),
+                })
+            }
+            AccessLogOutput::Stdout => Box::new(io::stdout()),
+            AccessLogOutput::File(path) => {
+                Box::new(OpenOptions::new().create(true).append(true).open(path)?)
+            }
+        };
+        let (sender, receiver) = mpsc::sync_channel(QUEUE_LINES);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(receiver, writer))?;
+        Ok(Self {
+            sender: Some(sender),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    pub fn write(&self, record: &AccessRecord<'_>) {
+        let Some(sender) = &self.sender else { return };
+        let mut line = Vec::with_capacity(256);
+        if serde_json::to_writer(&mut line, record).is_err() {
+            return;
+        }
+        line.push(b'\n');
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(line) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines lost because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// RFC 3339 UTC time with milliseconds, the format log pipelines parse without configuration.
+pub fn timestamp(time: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1_000_000.0).round() / 1_000.0
+}
+
+/// Writes lines as they come, flushing whenever the queue runs dry so lines appear promptly
+/// without a syscall per line under load.
+fn write_lines(receiver: Receiver<Vec<u8>>, writer: Box<dyn Write + Send>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, writer);
+    while let Ok(line) = receiver.recv() {
+        let mut ok = out.write_all(&line).is_ok();
+        while let Ok(line) = receiver.try_recv() {
+            ok &= out.write_all(&line).is_ok();
+        }
+        if !(ok && out.flush().is_ok()) {
+            tracing::warn!("access log write failed");
+        }
+    }
+}

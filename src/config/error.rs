@@ -1,0 +1,140 @@
+//! Configuration errors: what is wrong, and where in which file, formatted as
+//! `FILE:LINE:COL: message` so editors and CI logs can jump to the spot.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+
+/// Why a configuration could not be loaded. Messages never include file contents or secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{path}: cannot read configuration: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(LocatedErrors),
+}
+
+/// Every problem found in one file, in source order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatedErrors(pub Vec<LocatedError>);
+
+/// One problem at one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatedError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Collects problems while validating one file, turning byte spans into line:column.
+pub struct ErrorSink<'a> {
+    file: &'a str,
+    text: &'a str,
+    errors: Vec<LocatedError>,
+}
+
+/// Suggests the closest known name for a misspelt one, if any is close enough to be a typo.
+pub fn did_you_mean<'a>(wrong: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (wrong.chars().count() / 3).max(1);
+    known
+        .into_iter()
+        .map(|name| (strsim::levenshtein(wrong, name), name))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+// === impl LocatedErrors ===
+
+impl fmt::Display for LocatedErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+// === impl LocatedError ===
+
+impl fmt::Display for LocatedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+// === impl ErrorSink ===
+
+impl<'a> ErrorSink<'a> {
+    pub fn new(file: &'a str, text: &'a str) -> Self {
+        Self {
+            file,
+            text,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records `message` at the start of `span` (a byte range into the file).
+    pub fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_and_column(self.text, span.start);
+        self.errors.push(LocatedError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// All problems, sorted by position so the output reads top to bottom.
+    pub fn finish(mut self) -> LocatedErrors {
+        self.errors
+            .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        LocatedErrors(self.errors)
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_one_based_line_and_column() {
+        let text = "a = 1\nbb = 2\n";
+        assert_eq!(line_and_column(text, 0), (1, 1));
+        assert_eq!(line_and_column(text, 6), (2, 1));
+        assert_eq!(line_and_column(text, 11), (2, 6));
+    }
+
+    #[test]
+    fn suggests_only_close_names() {
+        let known = ["kong", "core", "admin"];
+        assert_eq!(did_you_mean("kongg", known), Some("kong"));
+        assert_eq!(did_you_mean("zzzzzz", known), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! Configuration: loading one TOML file into validated runtime types.
+//!
+//! `raw` mirrors the file; `validate` turns it into the types below, reporting every problem
+//! with its location at once. Nothing here panics, so a bad file during a reload only ever
+//! produces errors while the running configuration keeps serving.
+
+mod error;
+mod raw;
+mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+
+pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
+pub use units::{parse_duration, parse_size};
+
+/// A validated configuration. Cross-references (route → upstream) are resolved to indexes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub listen: ListenConfig,
+    pub client_ip: ClientIpConfig,
+    pub access_log: AccessLogOutput,
+    /// Sorted by name; routes refer to them by index.
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Default: the machine's host name, else "headland".
+    pub name: String,
+    /// Default: none (single-region deployment).
+    pub region: Option<String>,
+    /// Default: `/var/lib/headland`.
+    pub state_dir: PathBuf,
+    /// Worker threads for the proxy. Default: the number of CPUs.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenConfig {
+    /// Plain HTTP listeners. Default: `0.0.0.0:80`.
+    pub http: Vec<SocketAddr>,
+    /// Admin API (health, later metrics and reload). Default: `127.0.0.1:9180`; `None` = off.
+    pub admin: Option<SocketAddr>,
+    /// Accept HTTP/2 with prior knowledge on the plain listeners. Default: false.
+    pub h2c: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIpConfig {
+    /// Peers whose client-IP header is believed. Default: none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Which header carries the client address when the peer is trusted.
+    pub header: ClientIpHeader,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For`: the right-most address that is not itself a trusted proxy.
+    XForwardedFor,
+    /// A header holding exactly one address, such as `CF-Connecting-IP` or `X-Real-IP`.
+    Single(HeaderName),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogOutput {
+    Stdout,
+    File(PathBuf),
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub servers: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub timeouts: UpstreamTimeouts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// TCP connect. Default: 3s.
+    pub connect: Duration,
+    /// Between two reads from the upstream, including the wait for the response head. Default: 60s.
+    pub read: Duration,
+    /// Between two writes to the upstream. Default: 60s.
+    pub write: Duration,
+    /// How long an idle upstream connection is kept for reuse; zero disables reuse. Default: 60s.
+    pub keepalive: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    /// Same key, same server while it is up. Key: the header's value, else the client IP.
+    ConsistentHash {
+        header: Option<HeaderName>,
+    },
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Used in logs and metrics. Default: host followed by path, e.g. `api.example.com/`.
+    pub name: String,
+    pub host: HostPattern,
+    /// Path prefix, always starting with `/`. Default: `/`.
+    pub path: String,
+    /// Remove `path` from the request before forwarding (`/swarm/x` → `/x`). Default: false.
+    pub strip_prefix: bool,
+    pub action: RouteAction,
+    /// Directory served when every server of the route's pool fails.
+    pub fallback_static_dir: Option<PathBuf>,
+    /// Largest request body accepted; `None` = unlimited. Default: 128 MiB.
+    pub max_body_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPattern {
+    /// `example.com`, stored lowercase.
+    Exact(String),
+    /// `*.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com`.
+    /// Stored as the suffix with its leading dot: `.example.com`.
+    Wildcard(String),
+    /// `*`: any host; the last resort.
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Forward to `upstreams[index]`.
+    Proxy { upstream: usize },
+    Redirect(Redirect),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// Target URL prefix.
+    pub to: String,
+    /// 301, 302, 303, 307 or 308. Default: 301.
+    pub code: u16,
+    /// Append the request's path and query to `to`. Default: true.
+    pub keep_path: bool,
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    parse(&text, &path.display().to_string(), base_dir).map_err(ConfigError::Invalid)
+}
+
+/// Validates configuration text. `file` names it in errors; relative paths in it are resolved
+/// against `base_dir`.
+pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, LocatedErrors> {
+    validate::validate(text, file, base_dir)
+}
+
+// === impl HostPattern ===
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(host) => f.write_str(host),
+            HostPattern::Wildcard(suffix) => write!(f, "*{suffix}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `headland demo`: the whole proxy with nothing to set up. Three echo upstreams on loopback
+//! stand in for a PM2 app, a Docker service and a Kong gateway; a fourth pool is down to show
+//! the static placeholder; the proxy listens on 127.0.0.1:8080.
+
+pub mod echo;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use crate::config::{self, Config, LocatedErrors};
+
+const TEMPLATE: &str = include_str!("demo.toml");
+const PLACEHOLDER_HTML: &str = "<!doctype html>\n<title>Back soon</title>\n<h1>We'll be right back</h1>\n<p>Served by Headland from the static fallback while the app is down.</p>\n";
+
+/// Where the demo listens.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoAddrs {
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    #[error("cannot start demo upstreams: {0}")]
+    Upstreams(#[source] std::io::Error),
+    #[error("cannot write demo files: {0}")]
+    Files(#[source] std::io::Error),
+    #[error("embedded demo configuration is invalid:\n{0}")]
+    Config(LocatedErrors),
+}
+
+/// Starts the demo upstreams on a background runtime and returns the proxy configuration
+/// that fronts them.
+pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
+    let work_dir = std::env::temp_dir().join(format!("headland-demo-{}", std::process::id()));
+    let placeholder = work_dir.join("placeholder");
+    std::fs::create_dir_all(&placeholder).map_err(DemoError::Files)?;
+    std::fs::write(placeholder.join("index.html"), PLACEHOLDER_HTML).map_err(DemoError::Files)?;
+
+    let bind = || TcpListener::bind("127.0.0.1:0").map_err(DemoError::Upstreams);
+    let (pm2, docker, kong) = (bind()?, bind()?, bind()?);
+    // A port that was free a moment ago and that nobody listens on: the "down" app.
+    let dead_port = bind()?.local_addr().map_err(DemoError::Upstreams)?.port();
+    let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(DemoError::Upstreams);
+    let text = TEMPLATE
+        .replace("{http}", &addrs.http.to_string())
+        .replace("{admin}", &addrs.admin.to_string())
+        .replace("{state_dir}", &path_text(&work_dir))
+        .replace("{placeholder}", &path_text(&placeholder))
+        .replace("{pm2}", &port(&pm2)?.to_string())
+        .replace("{docker}", &port(&docker)?.to_string())
+        .replace("{kong}", &port(&kong)?.to_string())
+        .replace("{dead}", &dead_port.to_string());
+    let config = config::parse(&text, "demo.toml", Path::new("/")).map_err(DemoError::Config)?;
+
+    let upstreams = [(pm2, "pm2-core"), (docker, "docker-admin"), (kong, "kong")];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DemoError::Upstreams)?;
+    std::thread::Builder::new()
+        .name("demo-upstreams".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                for (listener, name) in upstreams {
+                    if listener.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                        tokio::spawn(echo::serve(listener, name.to_owned()));
+                    }
+                }
+                std::future::pending::<()>().await;
+            })
+        })
+        .map_err(DemoError::Upstreams)?;
+    Ok(config)
+}
+
+/// The commands to try, printed once the demo is up.
+pub fn instructions(addrs: DemoAddrs) -> String {
+    let port = addrs.http.port();
+    let ip = addrs.http.ip();
+    let curl = |host: &str, path: &str, flags: &str| {
+        format!("curl {flags}--resolve {host}:{port}:{ip} http://{host}:{port}{path}")
+    };
+    format!(
+        "Headland demo is running: proxy on http://{http}, admin on http://{admin}/healthz\n\
+         Upstreams: pm2-core (app, example.com), docker-admin (admin, /swarm/), kong (api).\n\
+         Try:\n\
+         \x20 {app}              # PM2 app: see the headers it received\n\
+         \x20 {api}        # Kong gateway\n\
+         \x20 {admin_host}            # Docker service\n\
+         \x20 {swarm}  # path prefix /swarm/ stripped\n\
+         \x20 {status}         # pool down: static placeholder\n\
+         \x20 {redirect}     # 301 to https://example.com/pricing\n\
+         \x20 {unknown}             # no route: 404\n\
+         \x20 curl --http2-prior-knowledge -H 'Host: app.example.com' http://{http}/   # HTTP/2 (h2c)\n\
+         Press Ctrl-C to stop.",
+        http = addrs.http,
+        admin = addrs.admin,
+        app = curl("app.example.com", "/", ""),
+        api = curl("api.example.com", "/v1/users", ""),
+        admin_host = curl("admin.example.com", "/", ""),
+        swarm = curl("example.com", "/swarm/rooms?id=7", ""),
+        status = curl("status.example.com", "/", "-i "),
+        redirect = curl("www.example.com", "/pricing", "-i "),
+        unknown = curl("unknown.test", "/", "-i "),
+    )
+}
+
+fn path_text(path: &PathBuf) -> String {
+    // TOML basic strings treat '\' as an escape; keep Windows-style paths working too.
+    path.display().to_string().replace('\\', "\\\\")
+}

@@ -1,0 +1,14 @@
+//! Headland: an edge reverse proxy and GeoDNS-aware load balancer on Pingora.
+//!
+//! `main.rs` is a thin CLI over this library; integration tests drive the real binary.
+
+pub mod access_log;
+pub mod admin;
+pub mod client_ip;
+pub mod config;
+pub mod demo;
+pub mod host;
+pub mod proxy;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;

@@ -1,0 +1,88 @@
+//! Assembles the Pingora server from a validated configuration: the proxy on every HTTP
+//! listener, the admin API, and the shared snapshot they read.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::apps::HttpServerOptions;
+use pingora::proxy::ProxyServiceBuilder;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::listening::Service;
+
+use crate::access_log::AccessLog;
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::proxy::HeadlandProxy;
+use crate::snapshot::{Snapshot, SnapshotCell};
+
+/// How the process was started.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StartOptions {
+    /// Take the listening sockets over from a running instance (Pingora's graceful upgrade).
+    pub upgrade: bool,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("cannot open access log: {0}")]
+    AccessLog(#[source] std::io::Error),
+}
+
+/// Builds every service and runs until a shutdown signal; does not return on success.
+pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
+    let access_log = Arc::new(AccessLog::start(&config.access_log).map_err(StartError::AccessLog)?);
+    let listen = config.listen.clone();
+    let server_conf = server_conf(&config);
+    let snapshots: Arc<SnapshotCell> = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, 1, None)));
+
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+
+    let proxy_app = HeadlandProxy::new(Arc::clone(&snapshots), access_log);
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, proxy_app)
+        .name("headland http")
+        .server_options(server_options(listen.h2c))
+        .build();
+    for addr in &listen.http {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+
+    if let Some(admin_addr) = listen.admin {
+        let mut admin = Service::new("headland admin".to_owned(), AdminApp);
+        admin.add_tcp(&admin_addr.to_string());
+        server.add_service(admin);
+    }
+
+    for addr in &listen.http {
+        tracing::info!(%addr, "http listener");
+    }
+    server.run_forever()
+}
+
+fn server_options(h2c: bool) -> HttpServerOptions {
+    let mut options = HttpServerOptions::default();
+    options.h2c = h2c;
+    options
+}
+
+fn server_conf(config: &Config) -> ServerConf {
+    let state_dir = &config.node.state_dir;
+    ServerConf {
+        threads: config.node.threads,
+        pid_file: state_dir.join("headland.pid").display().to_string(),
+        upgrade_sock: state_dir.join("upgrade.sock").display().to_string(),
+        // Pingora's defaults (300 s of grace) would make every `systemctl stop` hang for
+        // minutes; a second of grace and ten of draining suit short proxied requests.
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(10),
+        ..ServerConf::default()
+    }
+}

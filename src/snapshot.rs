@@ -1,0 +1,56 @@
+//! One configuration generation, fully built: routes, pools, client-IP policy. Requests load
+//! the current snapshot once and finish on it; a reload builds a new one off the request path
+//! and swaps it in atomically (DESIGN.md decision 1).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::client_ip::ClientIpPolicy;
+use crate::config::Config;
+use crate::proxy::route_table::RouteTable;
+use crate::upstream::Pool;
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Starts at 1 and grows by one per successful reload.
+    pub generation: u64,
+    pub config: Config,
+    pub routes: RouteTable,
+    /// In config order: `pools[i]` belongs to `config.upstreams[i]`.
+    pub pools: Vec<Arc<Pool>>,
+    pub client_ip: ClientIpPolicy,
+}
+
+/// The one place the current snapshot lives, shared by every service.
+pub type SnapshotCell = ArcSwap<Snapshot>;
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// Builds generation `generation` from `config`, carrying per-server state over from
+    /// `previous` for every pool server that is still configured.
+    pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
+        let pools: Vec<Arc<Pool>> = config
+            .upstreams
+            .iter()
+            .map(|upstream| {
+                let old = previous.and_then(|p| p.pool(&upstream.name));
+                Arc::new(Pool::new(upstream, old.map(Arc::as_ref)))
+            })
+            .collect();
+        let routes = RouteTable::new(&config.routes, &pools);
+        let client_ip = ClientIpPolicy::new(&config.client_ip);
+        Self {
+            generation,
+            config,
+            routes,
+            pools,
+            client_ip,
+        }
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
