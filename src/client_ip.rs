@@ -87,7 +87,10 @@ mod tests {
 
     fn policy(header: ClientIpHeader) -> ClientIpPolicy {
         ClientIpPolicy::new(&ClientIpConfig {
-            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap(), "173.245.48.0/20".parse().unwrap()],
+            trusted_proxies: vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "173.245.48.0/20".parse().unwrap(),
+            ],
             header,
         })
     }
@@ -102,7 +105,10 @@ mod tests {
     fn untrusted_peer_cannot_spoof() {
         let p = policy(ClientIpHeader::XForwardedFor);
         let peer: IpAddr = "203.0.113.9".parse().unwrap();
-        assert_eq!(p.resolve(peer, &headers("x-forwarded-for", "1.2.3.4")), peer);
+        assert_eq!(
+            p.resolve(peer, &headers("x-forwarded-for", "1.2.3.4")),
+            peer
+        );
     }
 
     #[test]
@@ -110,15 +116,26 @@ mod tests {
         let p = policy(ClientIpHeader::XForwardedFor);
         let peer: IpAddr = "10.1.1.1".parse().unwrap();
         let h = headers("x-forwarded-for", "6.6.6.6, 198.51.100.7, 173.245.48.5");
-        assert_eq!(p.resolve(peer, &h), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            p.resolve(peer, &h),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn single_address_header_from_cdn() {
-        let p = policy(ClientIpHeader::Single(http::HeaderName::from_static("cf-connecting-ip")));
+        let p = policy(ClientIpHeader::Single(http::HeaderName::from_static(
+            "cf-connecting-ip",
+        )));
         let peer: IpAddr = "::ffff:173.245.48.1".parse().unwrap();
         let h = headers("cf-connecting-ip", "2001:db8::5");
-        assert_eq!(p.resolve(peer, &h), "2001:db8::5".parse::<IpAddr>().unwrap());
-        assert_eq!(p.resolve(peer, &HeaderMap::new()), "173.245.48.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            p.resolve(peer, &h),
+            "2001:db8::5".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            p.resolve(peer, &HeaderMap::new()),
+            "173.245.48.1".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The `headland` command line: parse arguments, load the configuration, start services.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -10,7 +10,11 @@ use headland::demo::{self, DemoAddrs};
 use headland::server::{self, StartOptions};
 
 #[derive(Parser)]
-#[command(name = "headland", version, about = "Edge reverse proxy and GeoDNS-aware load balancer")]
+#[command(
+    name = "headland",
+    version,
+    about = "Edge reverse proxy and GeoDNS-aware load balancer"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,7 +50,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::Run { config, upgrade } => match config::load(&config) {
-            Ok(config) => server::run(config, StartOptions { upgrade }).map_err(anyhow::Error::from),
+            Ok(config) => {
+                server::run(config, StartOptions { upgrade }).map_err(anyhow::Error::from)
+            }
             Err(error) => return config_failed(&error),
         },
         Command::Demo { http, admin } => run_demo(DemoAddrs { http, admin }),
@@ -60,7 +66,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &PathBuf) -> ExitCode {
+fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
             println!(

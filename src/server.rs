@@ -36,7 +36,8 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     let access_log = Arc::new(AccessLog::start(&config.access_log).map_err(StartError::AccessLog)?);
     let listen = config.listen.clone();
     let server_conf = server_conf(&config);
-    let snapshots: Arc<SnapshotCell> = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, 1, None)));
+    let snapshots: Arc<SnapshotCell> =
+        Arc::new(ArcSwap::from_pointee(Snapshot::build(config, 1, None)));
 
     let opt = Opt {
         upgrade: options.upgrade,

@@ -103,8 +103,7 @@ impl<'a> ErrorSink<'a> {
 
     /// All problems, sorted by position so the output reads top to bottom.
     pub fn finish(mut self) -> LocatedErrors {
-        self.errors
-            .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        self.errors.sort_by_key(|e| (e.line, e.column));
         LocatedErrors(self.errors)
     }
 }

@@ -137,7 +137,9 @@ pub enum HostPattern {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteAction {
     /// Forward to `upstreams[index]`.
-    Proxy { upstream: usize },
+    Proxy {
+        upstream: usize,
+    },
     Redirect(Redirect),
 }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = split_number(text);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration \"{text}\" (expected e.g. \"500ms\", \"5s\", \"2m\")"))?;
+    let value: u64 = number.parse().map_err(|_| {
+        format!("invalid duration \"{text}\" (expected e.g. \"500ms\", \"5s\", \"2m\")")
+    })?;
     let millis = match unit {
         "ms" => Some(value),
         "s" => value.checked_mul(1_000),
@@ -36,7 +36,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("invalid size \"{text}\" (unit must be B, KiB, MiB or GiB)")),
+        _ => {
+            return Err(format!(
+                "invalid size \"{text}\" (unit must be B, KiB, MiB or GiB)"
+            ))
+        }
     };
     value
         .checked_mul(multiplier)

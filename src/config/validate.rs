@@ -190,11 +190,7 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
         .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-fn upstream(
-    name: &str,
-    raw: &Spanned<RawUpstream>,
-    sink: &mut ErrorSink<'_>,
-) -> UpstreamConfig {
+fn upstream(name: &str, raw: &Spanned<RawUpstream>, sink: &mut ErrorSink<'_>) -> UpstreamConfig {
     let raw = raw.get_ref();
     if raw.servers.get_ref().is_empty() {
         sink.at(
@@ -224,7 +220,11 @@ fn upstream(
             .map_err(|_| sink.at(h.span(), format!("invalid header name \"{}\"", h.get_ref())))
             .ok()
     });
-    let balance = match raw.balance.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
+    let balance = match raw
+        .balance
+        .as_ref()
+        .map(|b| (b.get_ref().as_str(), b.span()))
+    {
         None | Some(("round_robin", _)) => Balance::RoundRobin,
         Some(("least_conn", _)) => Balance::LeastConn,
         Some(("random", _)) => Balance::Random,
@@ -341,19 +341,27 @@ fn route(
     let host = host_pattern(&raw.host, sink)?;
     let path = match &raw.path {
         None => "/".to_owned(),
-        Some(path) if path.get_ref().starts_with('/') && !path.get_ref().contains(char::is_whitespace) => {
+        Some(path)
+            if path.get_ref().starts_with('/') && !path.get_ref().contains(char::is_whitespace) =>
+        {
             path.get_ref().clone()
         }
         Some(path) => {
             sink.at(
                 path.span(),
-                format!("route path \"{}\" must start with '/' and contain no spaces", path.get_ref()),
+                format!(
+                    "route path \"{}\" must start with '/' and contain no spaces",
+                    path.get_ref()
+                ),
             );
             return None;
         }
     };
     if raw.strip_prefix && path == "/" {
-        sink.at(raw.host.span(), "strip_prefix needs a path other than \"/\"");
+        sink.at(
+            raw.host.span(),
+            "strip_prefix needs a path other than \"/\"",
+        );
     }
     let action = match (&raw.upstream, &raw.redirect) {
         (Some(name), None) => RouteAction::Proxy {
@@ -361,17 +369,29 @@ fn route(
         },
         (None, Some(redirect)) => RouteAction::Redirect(self::redirect(redirect, sink)?),
         (Some(_), Some(redirect)) => {
-            sink.at(redirect.span(), "a route has either upstream or redirect, not both");
+            sink.at(
+                redirect.span(),
+                "a route has either upstream or redirect, not both",
+            );
             return None;
         }
         (None, None) => {
-            sink.at(spanned.span(), format!("route for host \"{host}\" needs an upstream or a redirect"));
+            sink.at(
+                spanned.span(),
+                format!("route for host \"{host}\" needs an upstream or a redirect"),
+            );
             return None;
         }
     };
-    let fallback_static_dir = raw.fallback.as_ref().map(|f| base_dir.join(f.static_dir.get_ref()));
+    let fallback_static_dir = raw
+        .fallback
+        .as_ref()
+        .map(|f| base_dir.join(f.static_dir.get_ref()));
     if let (Some(fallback), RouteAction::Redirect(_)) = (&raw.fallback, &action) {
-        sink.at(fallback.static_dir.span(), "fallback only applies to routes with an upstream");
+        sink.at(
+            fallback.static_dir.span(),
+            "fallback only applies to routes with an upstream",
+        );
     }
     let max_body_size = match &raw.max_body_size {
         None => Some(DEFAULT_MAX_BODY_SIZE),
@@ -437,17 +457,16 @@ fn upstream_index(
     None
 }
 
-fn redirect(
-    raw: &Spanned<super::raw::RawRedirect>,
-    sink: &mut ErrorSink<'_>,
-) -> Option<Redirect> {
+fn redirect(raw: &Spanned<super::raw::RawRedirect>, sink: &mut ErrorSink<'_>) -> Option<Redirect> {
     let raw = raw.get_ref();
     let to = raw.to.get_ref();
     let scheme_ok = to.starts_with("https://") || to.starts_with("http://") || to.starts_with('/');
     if !scheme_ok || to.contains(|c: char| c.is_whitespace() || c.is_control()) {
         sink.at(
             raw.to.span(),
-            format!("redirect target \"{to}\" must be an http(s):// URL or a path starting with '/'"),
+            format!(
+                "redirect target \"{to}\" must be an http(s):// URL or a path starting with '/'"
+            ),
         );
         return None;
     }
@@ -458,7 +477,10 @@ fn redirect(
             _ => {
                 sink.at(
                     code.span(),
-                    format!("redirect code {} is not one of 301, 302, 303, 307, 308", code.get_ref()),
+                    format!(
+                        "redirect code {} is not one of 301, 302, 303, 307, 308",
+                        code.get_ref()
+                    ),
                 );
                 return None;
             }
@@ -466,7 +488,11 @@ fn redirect(
     };
     let keep_path = raw.keep_path.unwrap_or(true);
     // The request path brings its own leading '/'.
-    let to = if keep_path { to.trim_end_matches('/') } else { to };
+    let to = if keep_path {
+        to.trim_end_matches('/')
+    } else {
+        to
+    };
     Some(Redirect {
         to: to.to_owned(),
         code,

@@ -45,6 +45,7 @@ pub async fn serve(listener: TcpListener, name: String) {
             continue;
         };
         let name = name.clone();
+        let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let _ = serve_connection(stream, &name).await;
         });
@@ -84,8 +85,10 @@ async fn serve_connection(mut stream: TcpStream, name: &str) -> io::Result<()> {
                 query.status,
                 body.len()
             );
-            stream.write_all(head.as_bytes()).await?;
-            stream.write_all(&body).await?;
+            // One write: a separate small head would meet Nagle and delayed ACKs (40 ms).
+            let mut response = head.into_bytes();
+            response.extend_from_slice(&body);
+            stream.write_all(&response).await?;
         }
         if close {
             return Ok(());
@@ -120,7 +123,10 @@ impl Query {
 }
 
 /// Reads until a complete request head is buffered. `None` on a clean close.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> io::Result<Option<Head>> {
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> io::Result<Option<Head>> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
@@ -142,7 +148,12 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> 
                 }));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => {}
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "bad request head")),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "bad request head",
+                ))
+            }
         }
         if stream.read_buf(buf).await? == 0 {
             return Ok(None);
@@ -151,7 +162,11 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> 
 }
 
 /// Reads and discards the request body, returning its length.
-async fn read_body<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, head: &Head) -> io::Result<u64> {
+async fn read_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    head: &Head,
+) -> io::Result<u64> {
     let chunked = head
         .headers
         .get("transfer-encoding")
@@ -194,15 +209,25 @@ async fn read_line<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> 
             return Ok(line);
         }
         if buf.len() > MAX_HEAD_BYTES || stream.read_buf(buf).await? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "body cut short",
+            ));
         }
     }
 }
 
-async fn skip<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, mut length: u64) -> io::Result<()> {
+async fn skip<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    mut length: u64,
+) -> io::Result<()> {
     while length > 0 {
         if buf.is_empty() && stream.read_buf(buf).await? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "body cut short",
+            ));
         }
         let take = length.min(buf.len() as u64) as usize;
         buf.advance(take);
@@ -211,7 +236,12 @@ async fn skip<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, mut leng
     Ok(())
 }
 
-async fn write_stream<S: AsyncWrite + Unpin>(stream: &mut S, name: &str, status: u16, kib: u64) -> io::Result<()> {
+async fn write_stream<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    name: &str,
+    status: u16,
+    kib: u64,
+) -> io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status} X\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\nx-served-by: {name}\r\n\r\n"
     );
@@ -231,7 +261,8 @@ async fn echo_websocket(mut stream: TcpStream, buf: BytesMut, key: &str) -> io::
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
     );
     stream.write_all(response.as_bytes()).await?;
-    let mut socket = WebSocketStream::from_partially_read(stream, buf.to_vec(), Role::Server, None).await;
+    let mut socket =
+        WebSocketStream::from_partially_read(stream, buf.to_vec(), Role::Server, None).await;
     while let Some(Ok(message)) = socket.next().await {
         if message.is_close() {
             break;

@@ -5,7 +5,7 @@
 pub mod echo;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::{self, Config, LocatedErrors};
 
@@ -43,7 +43,11 @@ pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
     let (pm2, docker, kong) = (bind()?, bind()?, bind()?);
     // A port that was free a moment ago and that nobody listens on: the "down" app.
     let dead_port = bind()?.local_addr().map_err(DemoError::Upstreams)?.port();
-    let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(DemoError::Upstreams);
+    let port = |l: &TcpListener| {
+        l.local_addr()
+            .map(|a| a.port())
+            .map_err(DemoError::Upstreams)
+    };
     let text = TEMPLATE
         .replace("{http}", &addrs.http.to_string())
         .replace("{admin}", &addrs.admin.to_string())
@@ -111,7 +115,7 @@ pub fn instructions(addrs: DemoAddrs) -> String {
     )
 }
 
-fn path_text(path: &PathBuf) -> String {
+fn path_text(path: &Path) -> String {
     // TOML basic strings treat '\' as an escape; keep Windows-style paths working too.
     path.display().to_string().replace('\\', "\\\\")
 }

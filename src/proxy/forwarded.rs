@@ -75,7 +75,10 @@ pub fn request_id(incoming: Option<&[u8]>) -> String {
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
     };
-    match incoming.filter(valid).and_then(|id| std::str::from_utf8(id).ok()) {
+    match incoming
+        .filter(valid)
+        .and_then(|id| std::str::from_utf8(id).ok())
+    {
         Some(id) => id.to_owned(),
         None => format!("{:032x}", rand::random::<u128>()),
     }

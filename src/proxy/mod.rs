@@ -73,18 +73,27 @@ impl HeadlandProxy {
         ctx.client_ip = ctx
             .peer
             .map(|peer| snapshot.client_ip.resolve(peer, &request.headers));
-        ctx.request_id =
-            forwarded::request_id(request.headers.get(forwarded::X_REQUEST_ID).map(|v| v.as_bytes()));
+        ctx.request_id = forwarded::request_id(
+            request
+                .headers
+                .get(forwarded::X_REQUEST_ID)
+                .map(|v| v.as_bytes()),
+        );
 
         // HTTP/2 (and absolute-form HTTP/1.1) carry the host in the URI; HTTP/1.1 in `Host`.
         let authority = match request.uri.authority() {
             Some(authority) => Some(authority.as_str().as_bytes()),
-            None => request.headers.get(http::header::HOST).map(|v| v.as_bytes()),
+            None => request
+                .headers
+                .get(http::header::HOST)
+                .map(|v| v.as_bytes()),
         };
         let host = match authority.map(normalize_authority) {
             Some(Ok(host)) => host.into_owned(),
             Some(Err(error)) => {
-                return self.reject(session, ctx, 400, &format!("invalid Host header: {error}")).await;
+                return self
+                    .reject(session, ctx, 400, &format!("invalid Host header: {error}"))
+                    .await;
             }
             None => return self.reject(session, ctx, 400, "missing Host header").await,
         };
@@ -92,7 +101,9 @@ impl HeadlandProxy {
 
         let path = request.uri.path();
         let Some(index) = snapshot.routes.lookup(&ctx.host, path) else {
-            return self.reject(session, ctx, 404, "no route for this host and path").await;
+            return self
+                .reject(session, ctx, 404, "no route for this host and path")
+                .await;
         };
         ctx.route = Some(index);
         let Some(route) = snapshot.routes.get(index) else {
@@ -108,8 +119,14 @@ impl HeadlandProxy {
             };
             let body = format!("Redirecting to {location}\n");
             let request_id = ctx.request_id.clone();
-            responses::plain(session, redirect.code, body, &request_id, &[("location", &location)])
-                .await?;
+            responses::plain(
+                session,
+                redirect.code,
+                body,
+                &request_id,
+                &[("location", &location)],
+            )
+            .await?;
             return Ok(true);
         }
 
@@ -120,12 +137,18 @@ impl HeadlandProxy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
             if declared.is_some_and(|len| len > max) {
-                return self.reject(session, ctx, 413, "request body too large").await;
+                return self
+                    .reject(session, ctx, 413, "request body too large")
+                    .await;
             }
         }
 
         if route.strip_prefix {
-            strip_prefix(session.req_header_mut(), &route.prefix, &mut ctx.original_path)?;
+            strip_prefix(
+                session.req_header_mut(),
+                &route.prefix,
+                &mut ctx.original_path,
+            )?;
         }
         Ok(false)
     }
@@ -197,9 +220,16 @@ impl ProxyHttp for HeadlandProxy {
         Ok(())
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let Some(pool) = self.pool(ctx).cloned() else {
-            return Err(Error::explain(ErrorType::InternalError, "route has no upstream pool"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "route has no upstream pool",
+            ));
         };
         let key = hash_key(&pool.balance, session.req_header(), ctx.client_ip);
         let Some((index, server)) = pool.select(key, &ctx.tried) else {
@@ -262,10 +292,15 @@ impl ProxyHttp for HeadlandProxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let status = status_for(e);
-        let upstream_failed = *e.esource() == ErrorSource::Upstream
-            || matches!(e.etype(), ErrorType::ConnectNoRoute);
+        let upstream_failed =
+            *e.esource() == ErrorSource::Upstream || matches!(e.etype(), ErrorType::ConnectNoRoute);
         if upstream_failed && session.response_written().is_none() {
             let fallback = self.route(ctx).and_then(|r| r.fallback_static_dir.clone());
             if let Some(dir) = fallback {
@@ -286,7 +321,8 @@ impl ProxyHttp for HeadlandProxy {
                 _ => "the request could not be completed",
             };
             let body = responses::error_body(status, detail);
-            if let Err(error) = responses::plain(session, status, body, &ctx.request_id, &[]).await {
+            if let Err(error) = responses::plain(session, status, body, &ctx.request_id, &[]).await
+            {
                 tracing::debug!(%error, "could not send error response");
             }
         }

@@ -23,7 +23,9 @@ pub async fn plain(
         header.insert_header(*name, *value)?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(header), head_only).await?;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
     if !head_only {
         session
             .write_response_body(Some(Bytes::from(body)), true)

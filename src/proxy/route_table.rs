@@ -88,7 +88,9 @@ impl RouteTable {
             return Some(found);
         }
         if !self.wildcard.is_empty() {
-            let suffixes = host.match_indices('.').filter_map(|(dot, _)| host.get(dot..));
+            let suffixes = host
+                .match_indices('.')
+                .filter_map(|(dot, _)| host.get(dot..));
             for suffix in suffixes {
                 if let Some(found) = self.wildcard.get(suffix).and_then(|t| t.lookup(path)) {
                     return Some(found);
@@ -168,16 +170,28 @@ mod tests {
             &[],
         );
         assert_eq!(name(&table, "example.com", "/x"), Some("example.com/"));
-        assert_eq!(name(&table, "example.com", "/swarm/x"), Some("example.com/swarm/"));
+        assert_eq!(
+            name(&table, "example.com", "/swarm/x"),
+            Some("example.com/swarm/")
+        );
         assert_eq!(
             name(&table, "example.com", "/swarm/admin/x"),
             Some("example.com/swarm/admin/")
         );
         assert_eq!(name(&table, "a.example.com", "/"), Some("*.example.com/"));
-        assert_eq!(name(&table, "x.eu.example.com", "/"), Some("*.eu.example.com/"));
-        assert_eq!(name(&table, "api.example.com", "/v1/users"), Some("api.example.com/v1/"));
+        assert_eq!(
+            name(&table, "x.eu.example.com", "/"),
+            Some("*.eu.example.com/")
+        );
+        assert_eq!(
+            name(&table, "api.example.com", "/v1/users"),
+            Some("api.example.com/v1/")
+        );
         // The exact host has no route for this path: fall through to the wildcard.
-        assert_eq!(name(&table, "api.example.com", "/other"), Some("*.example.com/"));
+        assert_eq!(
+            name(&table, "api.example.com", "/other"),
+            Some("*.example.com/")
+        );
         assert_eq!(name(&table, "elsewhere.org", "/"), Some("*/"));
     }
 

@@ -63,9 +63,8 @@ async fn read(dir: &Path, request_path: &str) -> Option<(PathBuf, Bytes)> {
 fn safe_join(dir: &Path, request_path: &str) -> Option<PathBuf> {
     let mut path = dir.to_path_buf();
     for segment in request_path.split('/').filter(|s| !s.is_empty()) {
-        let unsafe_segment = segment == ".."
-            || segment == "."
-            || segment.contains(['\\', '\0', '%']);
+        let unsafe_segment =
+            segment == ".." || segment == "." || segment.contains(['\\', '\0', '%']);
         if unsafe_segment {
             return None;
         }
@@ -99,7 +98,10 @@ mod tests {
     #[test]
     fn join_refuses_to_leave_the_directory() {
         let dir = Path::new("/srv/placeholder");
-        assert_eq!(safe_join(dir, "/css/site.css"), Some(dir.join("css/site.css")));
+        assert_eq!(
+            safe_join(dir, "/css/site.css"),
+            Some(dir.join("css/site.css"))
+        );
         assert_eq!(safe_join(dir, "/"), Some(dir.to_path_buf()));
         assert_eq!(safe_join(dir, "/../etc/passwd"), None);
         assert_eq!(safe_join(dir, "/%2e%2e/etc/passwd"), None);

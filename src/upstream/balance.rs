@@ -122,7 +122,9 @@ mod tests {
     #[test]
     fn hashing_is_stable_and_moves_only_keys_of_a_removed_server() {
         let pool = servers(5);
-        let keys: Vec<String> = (0..500).map(|i| format!("10.0.{}.{}", i / 250, i % 250)).collect();
+        let keys: Vec<String> = (0..500)
+            .map(|i| format!("10.0.{}.{}", i / 250, i % 250))
+            .collect();
         let before: Vec<_> = keys
             .iter()
             .map(|k| highest_random_weight(&pool, key_of(k), &Tried::default()))
@@ -138,6 +140,9 @@ mod tests {
             }
         }
         let on_each = (0..5).map(|i| before.iter().filter(|s| **s == Some(i)).count());
-        assert!(on_each.clone().all(|n| n > 50), "keys spread over all servers");
+        assert!(
+            on_each.clone().all(|n| n > 50),
+            "keys spread over all servers"
+        );
     }
 }

@@ -1,0 +1,185 @@
+//! What upstream apps receive: Host preserved, X-Real-IP, X-Forwarded-*, X-Request-Id;
+//! client IP from a CDN header only when the peer is a trusted proxy; bodies streamed both
+//! ways; WebSocket upgrades end to end; one JSON access-log line per request.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use support::{echo_upstream, get, request, request_bytes, Headland};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn proxy_with_trusted(trusted: &str, header: &str) -> Headland {
+    let app = echo_upstream("app").await;
+    Headland::start(&format!(
+        r#"
+[client_ip]
+trusted_proxies = [{trusted}]
+header = "{header}"
+
+[upstreams.app]
+servers = ["{app}"]
+
+[[routes]]
+host = "app.example.com"
+upstream = "app"
+
+[[routes]]
+host = "small.example.com"
+upstream = "app"
+max_body_size = "1KiB"
+
+[[routes]]
+host = "app.example.com"
+path = "/ws/"
+strip_prefix = true
+upstream = "app"
+"#
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_receives_the_headers_apps_expect() {
+    let proxy = proxy_with_trusted("", "X-Forwarded-For").await;
+    let raw = "GET /a HTTP/1.1\r\nHost: App.Example.com:8443\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
+    let response = request(proxy.http, raw).await;
+    assert_eq!(response.status, 200);
+    let echo = response.json();
+    let headers = &echo["headers"];
+    assert_eq!(
+        headers["host"], "App.Example.com:8443",
+        "Host passes unchanged"
+    );
+    assert_eq!(
+        headers["x-real-ip"], "127.0.0.1",
+        "spoofed XFF ignored for the client IP"
+    );
+    assert_eq!(
+        headers["x-forwarded-for"], "6.6.6.6, 127.0.0.1",
+        "our hop appended"
+    );
+    assert_eq!(
+        headers["x-forwarded-proto"], "http",
+        "untrusted peer cannot claim https"
+    );
+    assert_eq!(headers["x-forwarded-host"], "App.Example.com:8443");
+    let id = headers["x-request-id"].as_str().unwrap();
+    assert_eq!(id.len(), 32, "generated request id: {id}");
+    assert_eq!(
+        response.header("x-request-id"),
+        Some(id),
+        "same id returned to the client"
+    );
+
+    let raw = "GET / HTTP/1.1\r\nHost: app.example.com\r\nX-Request-Id: trace-42\r\nConnection: close\r\n\r\n";
+    let echo = request(proxy.http, raw).await.json();
+    assert_eq!(
+        echo["headers"]["x-request-id"], "trace-42",
+        "client request id kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_ip_header_is_believed_only_from_trusted_proxies() {
+    let raw = "GET / HTTP/1.1\r\nHost: app.example.com\r\nCF-Connecting-IP: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
+
+    let trusted = proxy_with_trusted("\"127.0.0.0/8\"", "CF-Connecting-IP").await;
+    let echo = request(trusted.http, raw).await.json();
+    assert_eq!(echo["headers"]["x-real-ip"], "203.0.113.7");
+    assert_eq!(
+        echo["headers"]["x-forwarded-proto"], "https",
+        "CDN's scheme kept"
+    );
+    let log = trusted.wait_access_log(1);
+    assert_eq!(log.last().unwrap()["client_ip"], "203.0.113.7");
+
+    let untrusted = proxy_with_trusted("\"173.245.48.0/20\"", "CF-Connecting-IP").await;
+    let echo = request(untrusted.http, raw).await.json();
+    assert_eq!(echo["headers"]["x-real-ip"], "127.0.0.1");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "http");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_stream_both_ways() {
+    let proxy = proxy_with_trusted("", "X-Forwarded-For").await;
+    // 8 MiB upload in 64 KiB chunks, chunked encoding.
+    let mut raw = b"POST /upload HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    let chunk = vec![b'u'; 64 * 1024];
+    for _ in 0..128 {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(&chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let echo = request_bytes(proxy.http, &raw).await.json();
+    assert_eq!(echo["body_bytes"], 8 * 1024 * 1024);
+
+    let response = get(proxy.http, "app.example.com", "/big?stream_kib=16384").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.len(), 16 * 1024 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_bodies_get_413() {
+    let proxy = proxy_with_trusted("", "X-Forwarded-For").await;
+    let body = "x".repeat(2048);
+    let raw = format!("POST / HTTP/1.1\r\nHost: small.example.com\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    assert_eq!(request(proxy.http, &raw).await.status, 413);
+
+    let raw = format!("POST / HTTP/1.1\r\nHost: small.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n{body}\r\n0\r\n\r\n");
+    assert_eq!(request(proxy.http, &raw).await.status, 413);
+
+    let raw = "POST / HTTP/1.1\r\nHost: small.example.com\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    assert_eq!(request(proxy.http, raw).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_echo_through_the_proxy() {
+    let proxy = proxy_with_trusted("", "X-Forwarded-For").await;
+    let tcp = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    let (mut socket, response) =
+        tokio_tungstenite::client_async("ws://app.example.com/ws/chat", tcp)
+            .await
+            .expect("websocket handshake through the proxy");
+    assert_eq!(response.status(), 101);
+    for i in 0..20 {
+        let text = format!("hello {i}");
+        socket.send(Message::text(text.clone())).await.unwrap();
+        let reply = socket.next().await.unwrap().unwrap();
+        assert_eq!(reply, Message::text(text));
+    }
+    socket
+        .send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
+    socket.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_writes_one_json_access_log_line() {
+    let proxy = proxy_with_trusted("", "X-Forwarded-For").await;
+    get(proxy.http, "app.example.com", "/ws/x?secret=1").await;
+    get(proxy.http, "nowhere.test", "/").await;
+    let lines = proxy.wait_access_log(2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let ok = &lines[0];
+    assert_eq!(ok["host"], "app.example.com");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/ws/x", "client's path, without query");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["route"], "app.example.com/ws/");
+    assert_eq!(ok["upstream"], "app");
+    assert_eq!(ok["client_ip"], "127.0.0.1");
+    assert!(ok["bytes"].as_u64().unwrap() > 0);
+    assert!(ok["duration_ms"].as_f64().is_some());
+    assert!(ok["server"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(ok["request_id"].as_str().unwrap().len(), 32);
+    assert!(ok["time"].as_str().unwrap().ends_with('Z'));
+    let missed = &lines[1];
+    assert_eq!(missed["status"], 404);
+    assert!(missed["route"].is_null());
+}

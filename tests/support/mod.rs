@@ -1,0 +1,162 @@
+//! Test support: the real `headland` binary on free loopback ports, real echo upstreams on
+//! port 0, and a plain HTTP/1.1 client that can also send what browsers never would.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod http1;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+
+#[allow(unused_imports)]
+pub use http1::{get, request, request_bytes, Response};
+
+/// A running `headland run` process, killed on drop.
+pub struct Headland {
+    child: Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+/// A port that was free when asked. Pingora binds its own listeners, so the test cannot
+/// hand it an already-bound socket; `Headland::start` retries if another process won the race.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A directory for one test, removed when the test's `Headland` drops.
+pub fn scratch_dir() -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "headland-test-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_headland")
+}
+
+impl Headland {
+    /// Starts Headland with `body` (upstreams, routes, other sections) plus generated
+    /// `[node]` and `[listen]` sections on free loopback ports.
+    pub fn start(body: &str) -> Headland {
+        Self::start_with_listen(body, "")
+    }
+
+    /// Like `start`, with extra keys for the `[listen]` section (e.g. `h2c = true`).
+    pub fn start_with_listen(body: &str, listen_extra: &str) -> Headland {
+        let dir = scratch_dir();
+        for _attempt in 0..3 {
+            let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let config = format!(
+                "[node]\nname = \"test\"\nstate_dir = \"{state}\"\nthreads = 2\n\n[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n{listen_extra}\n\n{body}\n",
+                state = dir.display()
+            );
+            let config_path = dir.join("headland.toml");
+            std::fs::write(&config_path, config).unwrap();
+            let mut child = Command::new(binary())
+                .args(["run", "--config"])
+                .arg(&config_path)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start headland");
+            let stdout = Arc::new(Mutex::new(Vec::new()));
+            let lines = Arc::clone(&stdout);
+            let pipe = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+            let mut headland = Headland {
+                child,
+                http,
+                admin,
+                dir: dir.clone(),
+                stdout,
+            };
+            if headland.wait_ready() {
+                return headland;
+            }
+        }
+        panic!("headland did not start (see stderr above)");
+    }
+
+    /// Waits for the admin health endpoint and the HTTP listener; false if the process died.
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            let admin_up = http1::get_blocking(self.admin, "admin", "/healthz")
+                .is_some_and(|r| r.status == 200);
+            if admin_up && std::net::TcpStream::connect(self.http).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Access-log lines written so far, parsed as JSON.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits until at least `n` access-log lines are written (the writer is asynchronous).
+    pub fn wait_access_log(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.access_log();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Headland {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A real echo upstream (the one `headland demo` uses) on 127.0.0.1:0.
+pub async fn echo_upstream(name: &str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(headland::demo::echo::serve(listener, name.to_owned()));
+    addr
+}
+
+/// An address where nothing listens: connections are refused.
+pub fn refused_addr() -> SocketAddr {
+    ([127, 0, 0, 1], free_port()).into()
+}

@@ -1,0 +1,148 @@
+//! Pools against real loopback servers: balancing policies, failover to the next server,
+//! 502 and 504 answers, and the static placeholder when a whole pool is down.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::HashMap;
+
+use support::{echo_upstream, get, refused_addr, request, scratch_dir, Headland};
+
+fn pool_config(name: &str, servers: &[std::net::SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "[upstreams.{name}]\nservers = [{}]\n{extra}\n\n[[routes]]\nhost = \"{name}.test\"\nupstream = \"{name}\"\n",
+        list.join(", ")
+    )
+}
+
+async fn count_servers(proxy: &Headland, host: &str, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let response = get(proxy.http, host, "/").await;
+        assert_eq!(response.status, 200);
+        *counts.entry(response.served_by()).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_robin_spreads_evenly_over_three_servers() {
+    let servers = [
+        echo_upstream("a").await,
+        echo_upstream("b").await,
+        echo_upstream("c").await,
+    ];
+    let proxy = Headland::start(&pool_config("rr", &servers, "balance = \"round_robin\""));
+    let counts = count_servers(&proxy, "rr.test", 300).await;
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 100), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn least_conn_prefers_the_idle_server() {
+    let servers = [echo_upstream("a").await, echo_upstream("b").await];
+    let proxy = Headland::start(&pool_config("lc", &servers, "balance = \"least_conn\""));
+    let http = proxy.http;
+    // Occupy one server with a slow request, then send quick ones while it is in flight.
+    let slow = tokio::spawn(async move { get(http, "lc.test", "/?delay_ms=1500").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let quick = count_servers(&proxy, "lc.test", 10).await;
+    let busy = slow.await.unwrap().served_by();
+    assert_eq!(
+        quick.len(),
+        1,
+        "all quick requests on one server: {quick:?}"
+    );
+    assert!(
+        !quick.contains_key(&busy),
+        "the busy server {busy} got none: {quick:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consistent_hash_keeps_a_key_on_one_server() {
+    let servers = [
+        echo_upstream("a").await,
+        echo_upstream("b").await,
+        echo_upstream("c").await,
+    ];
+    let proxy = Headland::start(&pool_config(
+        "ch",
+        &servers,
+        "balance = \"consistent_hash\"\nhash_header = \"X-User\"",
+    ));
+    let mut seen = HashMap::new();
+    for user in 0..30 {
+        for _ in 0..3 {
+            let raw = format!("GET / HTTP/1.1\r\nHost: ch.test\r\nX-User: user-{user}\r\nConnection: close\r\n\r\n");
+            let server = request(proxy.http, &raw).await.served_by();
+            let first = seen.entry(user).or_insert_with(|| server.clone());
+            assert_eq!(*first, server, "user-{user} moved");
+        }
+    }
+    let distinct: std::collections::HashSet<_> = seen.values().collect();
+    assert_eq!(distinct.len(), 3, "keys spread over the pool: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_upstream_gives_502_and_failover_hides_a_dead_server() {
+    let alive = echo_upstream("alive").await;
+    let dead = refused_addr();
+    let proxy = Headland::start(&format!(
+        "{}\n{}",
+        pool_config("down", &[refused_addr()], ""),
+        pool_config("mixed", &[dead, alive], "")
+    ));
+    let response = get(proxy.http, "down.test", "/").await;
+    assert_eq!(response.status, 502);
+    assert!(
+        response.text().starts_with("502 Bad Gateway"),
+        "{}",
+        response.text()
+    );
+
+    // Every request succeeds although half of the pool's picks refuse the connection.
+    let counts = count_servers(&proxy, "mixed.test", 20).await;
+    assert_eq!(counts.get("alive"), Some(&20), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_upstream_gives_504() {
+    let slow = echo_upstream("slow").await;
+    let proxy = Headland::start(&pool_config("slow", &[slow], "read_timeout = \"300ms\""));
+    let response = get(proxy.http, "slow.test", "/?delay_ms=3000").await;
+    assert_eq!(response.status, 504);
+    assert!(
+        response.text().starts_with("504 Gateway Timeout"),
+        "{}",
+        response.text()
+    );
+    // A quick answer on the same pool still works.
+    assert_eq!(get(proxy.http, "slow.test", "/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn static_fallback_answers_when_the_whole_pool_is_down() {
+    let placeholder = scratch_dir();
+    std::fs::write(placeholder.join("index.html"), "<h1>back soon</h1>").unwrap();
+    std::fs::create_dir_all(placeholder.join("css")).unwrap();
+    std::fs::write(placeholder.join("css/site.css"), "h1{}").unwrap();
+    let proxy = Headland::start(&format!(
+        "{}fallback = {{ static_dir = \"{}\" }}\n",
+        pool_config("admin", &[refused_addr(), refused_addr()], ""),
+        placeholder.display()
+    ));
+    let page = get(proxy.http, "admin.test", "/dashboard/settings").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.text(), "<h1>back soon</h1>");
+    assert_eq!(page.header("x-headland-fallback"), Some("static"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    let css = get(proxy.http, "admin.test", "/css/site.css").await;
+    assert_eq!(css.text(), "h1{}");
+    assert!(css.header("content-type").unwrap().starts_with("text/css"));
+    // No way out of the directory.
+    let escape = get(proxy.http, "admin.test", "/../../etc/passwd").await;
+    assert_eq!(escape.text(), "<h1>back soon</h1>");
+    std::fs::remove_dir_all(placeholder).unwrap();
+}
