@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod host;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;

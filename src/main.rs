@@ -49,9 +49,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
-        Command::Run { config, upgrade } => match config::load(&config) {
+        Command::Run {
+            config: path,
+            upgrade,
+        } => match config::load(&path) {
             Ok(config) => {
-                server::run(config, StartOptions { upgrade }).map_err(anyhow::Error::from)
+                let options = StartOptions {
+                    upgrade,
+                    config_path: Some(path),
+                };
+                server::run(config, options).map_err(anyhow::Error::from)
             }
             Err(error) => return config_failed(&error),
         },

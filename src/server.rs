@@ -1,6 +1,7 @@
 //! Assembles the Pingora server from a validated configuration: the proxy on every HTTP
 //! listener, the admin API, and the shared snapshot they read.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -8,19 +9,23 @@ use pingora::apps::HttpServerOptions;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::proxy::HeadlandProxy;
+use crate::reload::Reloader;
 use crate::snapshot::{Snapshot, SnapshotCell};
 
 /// How the process was started.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct StartOptions {
     /// Take the listening sockets over from a running instance (Pingora's graceful upgrade).
     pub upgrade: bool,
+    /// The file the configuration came from; SIGHUP reloads it. `None` (the demo): no reload.
+    pub config_path: Option<PathBuf>,
 }
 
 /// Why the server could not start.
@@ -60,6 +65,11 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         let mut admin = Service::new("headland admin".to_owned(), AdminApp);
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
+    }
+
+    if let Some(path) = options.config_path {
+        let reloader = Reloader::new(path, Arc::clone(&snapshots));
+        server.add_service(background_service("config reload", reloader));
     }
 
     for addr in &listen.http {

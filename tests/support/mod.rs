@@ -23,6 +23,8 @@ pub struct Headland {
     pub http: SocketAddr,
     pub admin: SocketAddr,
     pub dir: PathBuf,
+    /// The generated `[node]` and `[listen]` sections, kept for rewrites.
+    preamble: String,
     stdout: Arc<Mutex<Vec<String>>>,
 }
 
@@ -64,12 +66,12 @@ impl Headland {
         for _attempt in 0..3 {
             let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
             let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-            let config = format!(
-                "[node]\nname = \"test\"\nstate_dir = \"{state}\"\nthreads = 2\n\n[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n{listen_extra}\n\n{body}\n",
+            let preamble = format!(
+                "[node]\nname = \"test\"\nstate_dir = \"{state}\"\nthreads = 2\n\n[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n{listen_extra}\n",
                 state = dir.display()
             );
             let config_path = dir.join("headland.toml");
-            std::fs::write(&config_path, config).unwrap();
+            std::fs::write(&config_path, format!("{preamble}\n{body}\n")).unwrap();
             let mut child = Command::new(binary())
                 .args(["run", "--config"])
                 .arg(&config_path)
@@ -91,6 +93,7 @@ impl Headland {
                 http,
                 admin,
                 dir: dir.clone(),
+                preamble,
                 stdout,
             };
             if headland.wait_ready() {
@@ -115,6 +118,29 @@ impl Headland {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Replaces the configuration file's body, keeping the generated node and listen sections.
+    pub fn write_config(&self, body: &str) {
+        let path = self.dir.join("headland.toml");
+        // Write then rename, as editors and deploy tools do, so a reader never sees half a file.
+        let temp = self.dir.join("headland.toml.tmp");
+        std::fs::write(&temp, format!("{}\n{body}\n", self.preamble)).unwrap();
+        std::fs::rename(temp, path).unwrap();
+    }
+
+    /// Sends a signal (e.g. "HUP") to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Access-log lines written so far, parsed as JSON.

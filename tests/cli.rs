@@ -1,0 +1,81 @@
+//! The command line as a user meets it: `check` on good and bad files, and `demo` serving
+//! its routes with no setup.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{binary, free_port, get, scratch_dir};
+
+#[test]
+fn check_reports_all_located_errors_and_exits_nonzero() {
+    let dir = scratch_dir();
+    let path = dir.join("prod.toml");
+    std::fs::write(
+        &path,
+        "[upstreams.kong]\nservers = [\"127.0.0.1:8000\"]\nconnect_timeout = \"3 seconds\"\n\n[[routes]]\nhost = \"api.example.com\"\nupstream = \"kongg\"\n",
+    )
+    .unwrap();
+    let output = Command::new(binary()).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let file = path.display();
+    assert!(stderr.contains(&format!("{file}:3:19: invalid duration \"3 seconds\"")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{file}:7:12: unknown upstream \"kongg\" (did you mean \"kong\"?)")),
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "[upstreams.kong]\nservers = [\"127.0.0.1:8000\"]\n").unwrap();
+    let output = Command::new(binary()).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8(output.stdout).unwrap().contains("ok (0 routes, 1 upstreams)"));
+
+    let missing = Command::new(binary()).args(["check", "--config", "/nonexistent/h.toml"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8(missing.stderr).unwrap().contains("cannot read configuration"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_runs_with_no_setup_and_prints_what_to_try() {
+    let http: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut child = Command::new(binary())
+        .args(["demo", "--http", &http.to_string(), "--admin", &admin.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("Ctrl-C") {
+        assert!(stdout.read_line(&mut banner).unwrap() > 0, "demo exited: {banner}");
+    }
+    assert!(banner.contains(&format!("--resolve app.example.com:{}:127.0.0.1", http.port())), "{banner}");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(http).is_err() {
+        assert!(Instant::now() < deadline, "demo proxy never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (host, path, served_by) in [
+        ("app.example.com", "/", "pm2-core"),
+        ("api.example.com", "/v1/users", "kong"),
+        ("admin.example.com", "/", "docker-admin"),
+        ("example.com", "/swarm/rooms", "docker-admin"),
+    ] {
+        let response = get(http, host, path).await;
+        assert_eq!(response.status, 200, "{host}{path}");
+        assert_eq!(response.served_by(), served_by, "{host}{path}");
+    }
+    let placeholder = get(http, "status.example.com", "/").await;
+    assert_eq!(placeholder.header("x-headland-fallback"), Some("static"));
+    assert_eq!(get(http, "www.example.com", "/pricing").await.status, 301);
+    assert_eq!(get(http, "unknown.test", "/").await.status, 404);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
