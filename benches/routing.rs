@@ -32,7 +32,10 @@ fn routes(n: usize) -> Vec<RouteConfig> {
         routes.push(route(HostPattern::Exact(tenant.clone()), "/api/"));
         routes.push(route(HostPattern::Exact(tenant), "/api/v2/admin/"));
         if i % 10 == 0 {
-            routes.push(route(HostPattern::Wildcard(format!(".zone{i}.example.net")), "/"));
+            routes.push(route(
+                HostPattern::Wildcard(format!(".zone{i}.example.net")),
+                "/",
+            ));
         }
         i += 1;
     }

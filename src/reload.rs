@@ -95,7 +95,9 @@ impl BackgroundService for Reloader {
                     }
                 }
                 Err(error) => {
-                    tracing::error!("configuration reload rejected, still serving the previous one:\n{error}");
+                    tracing::error!(
+                        "configuration reload rejected, still serving the previous one:\n{error}"
+                    );
                 }
             }
         }

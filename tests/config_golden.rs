@@ -46,7 +46,10 @@ fn shipped_configs() -> Vec<PathBuf> {
 #[test]
 fn valid_and_shipped_configs_pass_check() {
     let configs = shipped_configs();
-    assert!(configs.len() >= 8, "expected the valid fixtures, examples and reference");
+    assert!(
+        configs.len() >= 8,
+        "expected the valid fixtures, examples and reference"
+    );
     for path in configs {
         let (ok, stdout, stderr) = check(&path);
         assert!(ok, "{} failed:\n{stderr}", path.display());
@@ -57,7 +60,11 @@ fn valid_and_shipped_configs_pass_check() {
 #[test]
 fn invalid_configs_print_exactly_their_expected_errors() {
     let cases = files("config/tests/invalid", "toml");
-    assert!(cases.len() >= 12, "at least 12 invalid cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 12,
+        "at least 12 invalid cases, found {}",
+        cases.len()
+    );
     for path in cases {
         let expected_path = path.with_extension("expected");
         let expected = std::fs::read_to_string(&expected_path)
@@ -81,11 +88,13 @@ fn a_misspelt_key_in_any_section_of_a_shipped_config_is_rejected() {
             let mut mutated = lines.clone();
             mutated.insert(index + 1, "bogus_key_xyz = 1");
             let text = mutated.join("\n");
-            let errors = headland::config::parse(&text, "mutated.toml", Path::new("/"))
-                .expect_err(&format!("{}: bogus key after {header} accepted", path.display()));
+            let errors = headland::config::parse(&text, "mutated.toml", Path::new("/")).expect_err(
+                &format!("{}: bogus key after {header} accepted", path.display()),
+            );
             let message = errors.to_string();
             assert!(
-                message.contains(&format!("mutated.toml:{}:", index + 2)) && message.contains("bogus_key_xyz"),
+                message.contains(&format!("mutated.toml:{}:", index + 2))
+                    && message.contains("bogus_key_xyz"),
                 "{} after {header}: {message}",
                 path.display()
             );

@@ -30,6 +30,12 @@ upstream = "app"
 max_body_size = "1KiB"
 
 [[routes]]
+host = "small.example.com"
+path = "/ws/"
+upstream = "app"
+max_body_size = "1KiB"
+
+[[routes]]
 host = "app.example.com"
 path = "/ws/"
 strip_prefix = true
@@ -182,4 +188,19 @@ async fn every_request_writes_one_json_access_log_line() {
     let missed = &lines[1];
     assert_eq!(missed["status"], 404);
     assert!(missed["route"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_traffic_is_not_limited_by_the_request_body_size() {
+    let proxy = proxy_with_trusted("", "X-Forwarded-For").await;
+    let tcp = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::client_async("ws://small.example.com/ws/", tcp)
+        .await
+        .expect("websocket handshake through the proxy");
+    // 64 KiB in total through a route whose request bodies are capped at 1 KiB.
+    let message = Message::binary(vec![7u8; 512]);
+    for _ in 0..128 {
+        socket.send(message.clone()).await.unwrap();
+        assert_eq!(socket.next().await.unwrap().unwrap(), message);
+    }
 }

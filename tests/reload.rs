@@ -23,7 +23,11 @@ async fn wait_served_by(proxy: &Headland, expected: &str) {
         if response.served_by() == expected {
             return;
         }
-        assert!(Instant::now() < deadline, "still served by {}", response.served_by());
+        assert!(
+            Instant::now() < deadline,
+            "still served by {}",
+            response.served_by()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -48,7 +52,10 @@ async fn sighup_applies_a_valid_file_and_keeps_serving_through_an_invalid_one() 
         assert_eq!(response.served_by(), "b");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(proxy.is_running(), "an invalid reload must not stop the process");
+    assert!(
+        proxy.is_running(),
+        "an invalid reload must not stop the process"
+    );
 
     proxy.write_config(&routes_to("a", a, b));
     proxy.signal("HUP");

@@ -41,12 +41,19 @@ pub struct ErrorSink<'a> {
 /// Suggests the closest known name for a misspelt one, if any is close enough to be a typo.
 pub fn did_you_mean<'a>(wrong: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (wrong.chars().count() / 3).max(1);
-    known
-        .into_iter()
-        .map(|name| (strsim::levenshtein(wrong, name), name))
+    let known: Vec<&'a str> = known.into_iter().collect();
+    let close = known
+        .iter()
+        .map(|name| (strsim::levenshtein(wrong, name), *name))
         .filter(|(distance, _)| *distance <= limit)
         .min_by_key(|(distance, _)| *distance)
-        .map(|(_, name)| name)
+        .map(|(_, name)| name);
+    // "least_connections" is far from "least_conn" by edits but obviously meant it.
+    close.or_else(|| {
+        known
+            .into_iter()
+            .find(|name| name.len() >= 3 && (wrong.starts_with(name) || name.starts_with(wrong)))
+    })
 }
 
 // === impl LocatedErrors ===
@@ -95,6 +102,15 @@ impl<'a> ErrorSink<'a> {
             column,
             message: message.into(),
         });
+    }
+
+    /// The 1-based line where `span` starts, to refer to another place in messages.
+    pub fn line_of(&self, span: Range<usize>) -> usize {
+        line_and_column(self.text, span.start).0
+    }
+
+    pub fn len(&self) -> usize {
+        self.errors.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -36,7 +36,7 @@ pub struct RawNode {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListen {
-    pub http: Option<Vec<Spanned<String>>>,
+    pub http: Option<Spanned<Vec<Spanned<String>>>>,
     pub admin: Option<Spanned<String>>,
     pub h2c: Option<bool>,
 }
@@ -73,8 +73,7 @@ pub struct RawRoute {
     pub name: Option<Spanned<String>>,
     pub host: Spanned<String>,
     pub path: Option<Spanned<String>>,
-    #[serde(default)]
-    pub strip_prefix: bool,
+    pub strip_prefix: Option<Spanned<bool>>,
     pub upstream: Option<Spanned<String>>,
     pub redirect: Option<Spanned<RawRedirect>>,
     pub fallback: Option<RawFallback>,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{did_you_mean, ErrorSink, LocatedErrors};
-use super::raw::{RawConfig, RawNode, RawRoute, RawUpstream};
+use super::raw::{RawConfig, RawListen, RawNode, RawRoute, RawUpstream};
 use super::units::{parse_duration, parse_size};
 use super::{
     AccessLogOutput, Balance, ClientIpConfig, ClientIpHeader, Config, HostPattern, ListenConfig,
@@ -44,26 +45,16 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
     };
 
     let node = node(&raw.node, base_dir, &mut sink);
-    let listen = ListenConfig {
-        http: match &raw.listen.http {
-            Some(addrs) => addrs
-                .iter()
-                .filter_map(|a| listen_addr(a, &mut sink))
-                .collect(),
-            None => vec![DEFAULT_HTTP_LISTEN],
-        },
-        admin: match &raw.listen.admin {
-            Some(addr) if addr.get_ref() == "off" => None,
-            Some(addr) => listen_addr(addr, &mut sink),
-            None => Some(DEFAULT_ADMIN_LISTEN),
-        },
-        h2c: raw.listen.h2c.unwrap_or(false),
-    };
+    let listen = listen(&raw.listen, &mut sink);
     let client_ip = client_ip(&raw, &mut sink);
-    let access_log = match raw.access_log.output.as_ref().map(|o| o.get_ref().as_str()) {
-        None | Some("stdout") => AccessLogOutput::Stdout,
-        Some("off") => AccessLogOutput::Off,
-        Some(path) => AccessLogOutput::File(base_dir.join(path)),
+    let access_log = match &raw.access_log.output {
+        None => AccessLogOutput::Stdout,
+        Some(output) => match output.get_ref().as_str() {
+            "stdout" => AccessLogOutput::Stdout,
+            "off" => AccessLogOutput::Off,
+            _ => non_empty_path(output, "access_log output", base_dir, &mut sink)
+                .map_or(AccessLogOutput::Off, AccessLogOutput::File),
+        },
     };
     let upstreams: Vec<UpstreamConfig> = raw
         .upstreams
@@ -107,13 +98,16 @@ fn node(raw: &RawNode, base_dir: &Path, sink: &mut ErrorSink<'_>) -> NodeConfig 
     };
     NodeConfig {
         name,
-        region: raw.region.as_ref().map(|r| r.get_ref().clone()),
-        state_dir: raw
-            .state_dir
-            .as_ref()
-            .map_or(PathBuf::from(DEFAULT_STATE_DIR), |dir| {
-                base_dir.join(dir.get_ref())
-            }),
+        region: raw.region.as_ref().and_then(|region| {
+            if region.get_ref().trim().is_empty() {
+                sink.at(region.span(), "node region must not be empty");
+            }
+            Some(region.get_ref().clone())
+        }),
+        state_dir: match &raw.state_dir {
+            Some(dir) => non_empty_path(dir, "state_dir", base_dir, sink).unwrap_or_default(),
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+        },
         threads,
     }
 }
@@ -124,6 +118,47 @@ fn default_node_name() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "headland".to_owned())
+}
+
+fn listen(raw: &RawListen, sink: &mut ErrorSink<'_>) -> ListenConfig {
+    let http: Vec<(SocketAddr, Range<usize>)> = match &raw.http {
+        Some(addrs) => addrs
+            .get_ref()
+            .iter()
+            .filter_map(|a| listen_addr(a, sink).map(|addr| (addr, a.span())))
+            .collect(),
+        None => vec![(DEFAULT_HTTP_LISTEN, 0..0)],
+    };
+    if let Some(addrs) = raw.http.as_ref().filter(|a| a.get_ref().is_empty()) {
+        sink.at(addrs.span(), "listen.http needs at least one address");
+    }
+    for (i, (addr, span)) in http.iter().enumerate() {
+        if http.iter().take(i).any(|(earlier, _)| earlier == addr) {
+            sink.at(
+                span.clone(),
+                format!("listen address {addr} is listed twice"),
+            );
+        }
+    }
+    let admin = match &raw.admin {
+        Some(addr) if addr.get_ref() == "off" => None,
+        Some(addr) => {
+            let parsed = listen_addr(addr, sink);
+            if let Some(clash) = parsed.filter(|a| http.iter().any(|(h, _)| h == a)) {
+                sink.at(
+                    addr.span(),
+                    format!("admin address {clash} is also an http listener"),
+                );
+            }
+            parsed
+        }
+        None => Some(DEFAULT_ADMIN_LISTEN),
+    };
+    ListenConfig {
+        http: http.into_iter().map(|(addr, _)| addr).collect(),
+        admin,
+        h2c: raw.h2c.unwrap_or(false),
+    }
 }
 
 fn listen_addr(addr: &Spanned<String>, sink: &mut ErrorSink<'_>) -> Option<SocketAddr> {
@@ -148,6 +183,17 @@ fn client_ip(raw: &RawConfig, sink: &mut ErrorSink<'_>) -> ClientIpConfig {
         .trusted_proxies
         .iter()
         .filter_map(|cidr| match parse_cidr(cidr.get_ref()) {
+            Some(net) if net.trunc() != net => {
+                sink.at(
+                    cidr.span(),
+                    format!(
+                        "CIDR \"{}\" has host bits set (did you mean \"{}\"?)",
+                        cidr.get_ref(),
+                        net.trunc()
+                    ),
+                );
+                None
+            }
             Some(net) => Some(net),
             None => {
                 sink.at(
@@ -191,6 +237,17 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
 }
 
 fn upstream(name: &str, raw: &Spanned<RawUpstream>, sink: &mut ErrorSink<'_>) -> UpstreamConfig {
+    let plain_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !plain_name {
+        sink.at(
+            raw.span(),
+            format!("upstream name \"{name}\" must be 1 to 64 letters, digits, '_', '-' or '.'"),
+        );
+    }
     let raw = raw.get_ref();
     if raw.servers.get_ref().is_empty() {
         sink.at(
@@ -201,6 +258,10 @@ fn upstream(name: &str, raw: &Spanned<RawUpstream>, sink: &mut ErrorSink<'_>) ->
     let mut servers = Vec::with_capacity(raw.servers.get_ref().len());
     for server in raw.servers.get_ref() {
         match parse_server_addr(server.get_ref()) {
+            Some(addr) if addr.port() == 0 => sink.at(
+                server.span(),
+                format!("server {addr} in upstream \"{name}\" has port 0"),
+            ),
             Some(addr) if servers.contains(&addr) => sink.at(
                 server.span(),
                 format!("upstream \"{name}\" lists server {addr} twice"),
@@ -252,25 +313,49 @@ fn upstream(name: &str, raw: &Spanned<RawUpstream>, sink: &mut ErrorSink<'_>) ->
             format!("hash_header in upstream \"{name}\" needs balance = \"consistent_hash\""),
         );
     }
-    let mut duration = |field: &Option<Spanned<String>>, default: Duration, zero_ok: bool| {
-        let Some(text) = field else { return default };
-        match parse_duration(text.get_ref()) {
-            Ok(d) if d.is_zero() && !zero_ok => {
-                sink.at(text.span(), "timeout must be greater than zero");
-                default
+    let mut duration =
+        |key: &str, field: &Option<Spanned<String>>, default: Duration, zero_ok: bool| {
+            let Some(text) = field else { return default };
+            match parse_duration(text.get_ref()) {
+                Ok(d) if d.is_zero() && !zero_ok => {
+                    sink.at(
+                        text.span(),
+                        format!("upstream \"{name}\": {key} must be greater than zero"),
+                    );
+                    default
+                }
+                Ok(d) => d,
+                Err(message) => {
+                    sink.at(text.span(), format!("upstream \"{name}\": {key} {message}"));
+                    default
+                }
             }
-            Ok(d) => d,
-            Err(message) => {
-                sink.at(text.span(), message);
-                default
-            }
-        }
-    };
+        };
     let timeouts = UpstreamTimeouts {
-        connect: duration(&raw.connect_timeout, DEFAULT_TIMEOUTS.connect, false),
-        read: duration(&raw.read_timeout, DEFAULT_TIMEOUTS.read, false),
-        write: duration(&raw.write_timeout, DEFAULT_TIMEOUTS.write, false),
-        keepalive: duration(&raw.keepalive_timeout, DEFAULT_TIMEOUTS.keepalive, true),
+        connect: duration(
+            "connect_timeout",
+            &raw.connect_timeout,
+            DEFAULT_TIMEOUTS.connect,
+            false,
+        ),
+        read: duration(
+            "read_timeout",
+            &raw.read_timeout,
+            DEFAULT_TIMEOUTS.read,
+            false,
+        ),
+        write: duration(
+            "write_timeout",
+            &raw.write_timeout,
+            DEFAULT_TIMEOUTS.write,
+            false,
+        ),
+        keepalive: duration(
+            "keepalive_timeout",
+            &raw.keepalive_timeout,
+            DEFAULT_TIMEOUTS.keepalive,
+            true,
+        ),
     };
     UpstreamConfig {
         name: name.to_owned(),
@@ -300,37 +385,41 @@ fn routes(
     let mut seen_places: HashMap<(HostPattern, String), usize> = HashMap::new();
     let mut seen_names: HashMap<String, usize> = HashMap::new();
     let mut routes = Vec::with_capacity(raw.len());
-    for (index, spanned) in raw.iter().enumerate() {
+    for spanned in raw {
         let Some(route) = self::route(spanned, upstreams, base_dir, sink) else {
             continue;
         };
+        let line = sink.line_of(spanned.span());
         let place = (route.host.clone(), route.path.clone());
-        if let Some(first) = seen_places.insert(place, index) {
+        if let Some(first) = seen_places.insert(place, line) {
             sink.at(
                 spanned.get_ref().host.span(),
                 format!(
-                    "route for host \"{}\" path \"{}\" duplicates route #{} (routes are numbered from 1)",
-                    route.host,
-                    route.path,
-                    first + 1
+                    "route for host \"{}\" path \"{}\" duplicates the route at line {first}",
+                    route.host, route.path
                 ),
             );
-        }
-        if let Some(first) = seen_names.insert(route.name.clone(), index) {
-            sink.at(
-                spanned.span(),
-                format!(
-                    "route name \"{}\" is already used by route #{}",
-                    route.name,
-                    first + 1
-                ),
-            );
+        } else if let Some(name) = &spanned.get_ref().name {
+            // Default names derive from host and path, so only explicit names can clash
+            // without the places clashing too.
+            if let Some(first) = seen_names.insert(route.name.clone(), line) {
+                sink.at(
+                    name.span(),
+                    format!(
+                        "route name \"{}\" is already used by the route at line {first}",
+                        route.name
+                    ),
+                );
+            }
+        } else {
+            seen_names.insert(route.name.clone(), line);
         }
         routes.push(route);
     }
     routes
 }
 
+/// Validates one route, reporting every problem in it; `None` if there was any.
 fn route(
     spanned: &Spanned<RawRoute>,
     upstreams: &[UpstreamConfig],
@@ -338,72 +427,92 @@ fn route(
     sink: &mut ErrorSink<'_>,
 ) -> Option<RouteConfig> {
     let raw = spanned.get_ref();
-    let host = host_pattern(&raw.host, sink)?;
+    let errors_before = sink.len();
+    let host = host_pattern(&raw.host, sink);
     let path = match &raw.path {
-        None => "/".to_owned(),
-        Some(path)
-            if path.get_ref().starts_with('/') && !path.get_ref().contains(char::is_whitespace) =>
-        {
-            path.get_ref().clone()
-        }
-        Some(path) => {
-            sink.at(
-                path.span(),
-                format!(
-                    "route path \"{}\" must start with '/' and contain no spaces",
-                    path.get_ref()
-                ),
-            );
-            return None;
-        }
+        None => Some("/".to_owned()),
+        Some(path) => route_path(path, sink),
     };
-    if raw.strip_prefix && path == "/" {
-        sink.at(
-            raw.host.span(),
-            "strip_prefix needs a path other than \"/\"",
-        );
+    let label = format!(
+        "route \"{}\"",
+        raw.name.as_ref().map_or_else(
+            || format!("{}{}", raw.host.get_ref(), path.as_deref().unwrap_or("")),
+            |n| n.get_ref().clone()
+        )
+    );
+    if let Some(name) = &raw.name {
+        check_name(name, "route", sink);
+    }
+    let strip_prefix = raw.strip_prefix.as_ref().is_some_and(|s| *s.get_ref());
+    let strip_root = raw.redirect.is_none() && path.as_deref() == Some("/");
+    if let (Some(flag), true) = (&raw.strip_prefix, strip_root) {
+        if *flag.get_ref() {
+            sink.at(
+                flag.span(),
+                format!("{label}: strip_prefix needs a path other than \"/\""),
+            );
+        }
     }
     let action = match (&raw.upstream, &raw.redirect) {
-        (Some(name), None) => RouteAction::Proxy {
-            upstream: upstream_index(name, upstreams, sink)?,
-        },
-        (None, Some(redirect)) => RouteAction::Redirect(self::redirect(redirect, sink)?),
+        (Some(name), None) => {
+            upstream_index(name, upstreams, sink).map(|upstream| RouteAction::Proxy { upstream })
+        }
+        (None, Some(redirect)) => {
+            let proxy_only = [
+                raw.strip_prefix
+                    .as_ref()
+                    .map(|s| (s.span(), "strip_prefix")),
+                raw.max_body_size
+                    .as_ref()
+                    .map(|s| (s.span(), "max_body_size")),
+                raw.fallback
+                    .as_ref()
+                    .map(|f| (f.static_dir.span(), "fallback")),
+            ];
+            for (span, key) in proxy_only.into_iter().flatten() {
+                sink.at(
+                    span,
+                    format!(
+                        "{label}: {key} only applies to routes with an upstream, not redirects"
+                    ),
+                );
+            }
+            self::redirect(redirect, sink).map(RouteAction::Redirect)
+        }
         (Some(_), Some(redirect)) => {
             sink.at(
                 redirect.span(),
-                "a route has either upstream or redirect, not both",
+                format!("{label} has both upstream and redirect; keep one"),
             );
-            return None;
+            None
         }
         (None, None) => {
             sink.at(
                 spanned.span(),
-                format!("route for host \"{host}\" needs an upstream or a redirect"),
+                format!("{label} needs an upstream or a redirect"),
             );
-            return None;
+            None
         }
     };
     let fallback_static_dir = raw
         .fallback
         .as_ref()
-        .map(|f| base_dir.join(f.static_dir.get_ref()));
-    if let (Some(fallback), RouteAction::Redirect(_)) = (&raw.fallback, &action) {
-        sink.at(
-            fallback.static_dir.span(),
-            "fallback only applies to routes with an upstream",
-        );
-    }
+        .and_then(|f| non_empty_path(&f.static_dir, "static_dir", base_dir, sink));
     let max_body_size = match &raw.max_body_size {
         None => Some(DEFAULT_MAX_BODY_SIZE),
         Some(size) => match parse_size(size.get_ref()) {
             Ok(0) => None,
             Ok(n) => Some(n),
             Err(message) => {
-                sink.at(size.span(), message);
+                sink.at(size.span(), format!("{label}: max_body_size {message}"));
                 None
             }
         },
     };
+    if sink.len() > errors_before {
+        return None;
+    }
+    let (host, path, action) = (host?, path?, action?);
     let name = match &raw.name {
         Some(name) => name.get_ref().clone(),
         None => format!("{host}{path}"),
@@ -412,11 +521,63 @@ fn route(
         name,
         host,
         path,
-        strip_prefix: raw.strip_prefix,
+        strip_prefix,
         action,
         fallback_static_dir,
         max_body_size,
     })
+}
+
+fn route_path(path: &Spanned<String>, sink: &mut ErrorSink<'_>) -> Option<String> {
+    let text = path.get_ref();
+    let problem = if !text.starts_with('/') {
+        Some("must start with '/'")
+    } else if text.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        Some("must not contain spaces or control characters")
+    } else if text.contains(['?', '#']) {
+        Some("must not contain '?' or '#' (routes match the path without its query)")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => {
+            sink.at(path.span(), format!("route path \"{text}\" {problem}"));
+            None
+        }
+        None => Some(text.clone()),
+    }
+}
+
+/// Upstream and route names appear in logs and metric labels: keep them plain.
+fn check_name(name: &Spanned<String>, what: &str, sink: &mut ErrorSink<'_>) -> bool {
+    let text = name.get_ref();
+    let plain = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b'*'));
+    if !plain {
+        sink.at(
+            name.span(),
+            format!(
+                "{what} name \"{text}\" must be 1 to 64 letters, digits, '_', '-', '.', '/' or '*'"
+            ),
+        );
+    }
+    plain
+}
+
+fn non_empty_path(
+    path: &Spanned<String>,
+    key: &str,
+    base_dir: &Path,
+    sink: &mut ErrorSink<'_>,
+) -> Option<PathBuf> {
+    if path.get_ref().trim().is_empty() {
+        sink.at(path.span(), format!("{key} must not be empty"));
+        return None;
+    }
+    Some(base_dir.join(path.get_ref()))
 }
 
 fn host_pattern(host: &Spanned<String>, sink: &mut ErrorSink<'_>) -> Option<HostPattern> {
@@ -460,12 +621,16 @@ fn upstream_index(
 fn redirect(raw: &Spanned<super::raw::RawRedirect>, sink: &mut ErrorSink<'_>) -> Option<Redirect> {
     let raw = raw.get_ref();
     let to = raw.to.get_ref();
-    let scheme_ok = to.starts_with("https://") || to.starts_with("http://") || to.starts_with('/');
+    let after_scheme = to
+        .strip_prefix("https://")
+        .or_else(|| to.strip_prefix("http://"));
+    let has_host = after_scheme.is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+    let scheme_ok = has_host || to.starts_with('/');
     if !scheme_ok || to.contains(|c: char| c.is_whitespace() || c.is_control()) {
         sink.at(
             raw.to.span(),
             format!(
-                "redirect target \"{to}\" must be an http(s):// URL or a path starting with '/'"
+                "redirect target \"{to}\" must be an http(s):// URL with a host, or a path starting with '/'"
             ),
         );
         return None;

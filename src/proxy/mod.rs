@@ -203,11 +203,16 @@ impl ProxyHttp for HeadlandProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Pingora also passes WebSocket frames through here once upgraded: those are a
+        // conversation, not a request body, and must not hit the body limit.
+        if session.was_upgraded() {
+            return Ok(());
+        }
         // Content-Length was checked up front; this catches chunked bodies as they stream.
         ctx.request_body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
         let max = self.route(ctx).and_then(|r| r.max_body_size);
