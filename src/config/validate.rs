@@ -98,11 +98,11 @@ fn node(raw: &RawNode, base_dir: &Path, sink: &mut ErrorSink<'_>) -> NodeConfig 
     };
     NodeConfig {
         name,
-        region: raw.region.as_ref().and_then(|region| {
+        region: raw.region.as_ref().map(|region| {
             if region.get_ref().trim().is_empty() {
                 sink.at(region.span(), "node region must not be empty");
             }
-            Some(region.get_ref().clone())
+            region.get_ref().clone()
         }),
         state_dir: match &raw.state_dir {
             Some(dir) => non_empty_path(dir, "state_dir", base_dir, sink).unwrap_or_default(),
