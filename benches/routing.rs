@@ -21,7 +21,7 @@ fn routes(n: usize) -> Vec<RouteConfig> {
         path: path.to_owned(),
         strip_prefix: false,
         action: action.clone(),
-        fallback_static_dir: None,
+        fallback: None,
         max_body_size: None,
     };
     let mut routes = Vec::with_capacity(n);

@@ -13,11 +13,13 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, ConfigError};
+use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotCell};
 
 pub struct Reloader {
     path: PathBuf,
     snapshots: Arc<SnapshotCell>,
+    metrics: Arc<Metrics>,
     /// Reloads run one at a time so generations stay in order.
     running: tokio::sync::Mutex<()>,
 }
@@ -33,16 +35,27 @@ pub struct Reloaded {
 // === impl Reloader ===
 
 impl Reloader {
-    pub fn new(path: PathBuf, snapshots: Arc<SnapshotCell>) -> Self {
+    pub fn new(path: PathBuf, snapshots: Arc<SnapshotCell>, metrics: Arc<Metrics>) -> Self {
         Self {
             path,
             snapshots,
+            metrics,
             running: tokio::sync::Mutex::new(()),
         }
     }
 
     pub async fn reload(&self) -> Result<Reloaded, ConfigError> {
         let _one_at_a_time = self.running.lock().await;
+        let result = self.build_and_publish().await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
+        result
+    }
+
+    async fn build_and_publish(&self) -> Result<Reloaded, ConfigError> {
         let path = self.path.clone();
         // Reading and building can take a while for large configs: keep it off the runtime.
         let snapshots = Arc::clone(&self.snapshots);
@@ -64,7 +77,7 @@ impl Reloader {
             }
         };
         let generation = next.generation;
-        self.snapshots.store(Arc::new(next));
+        self.snapshots.publish(next);
         Ok(Reloaded {
             generation,
             listen_changed,

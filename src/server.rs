@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -15,9 +14,12 @@ use pingora::services::listening::Service;
 use crate::access_log::AccessLog;
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::HeadlandProxy;
 use crate::reload::Reloader;
 use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::upstream::registry::{HealthRegistry, HealthService};
+use crate::webhook::Webhooks;
 
 /// How the process was started.
 #[derive(Debug, Default, Clone)]
@@ -34,15 +36,17 @@ pub struct StartOptions {
 pub enum StartError {
     #[error("cannot open access log: {0}")]
     AccessLog(#[source] std::io::Error),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
 }
 
 /// Builds every service and runs until a shutdown signal; does not return on success.
 pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     let access_log = Arc::new(AccessLog::start(&config.access_log).map_err(StartError::AccessLog)?);
+    let metrics = Arc::new(Metrics::new().map_err(StartError::Metrics)?);
     let listen = config.listen.clone();
     let server_conf = server_conf(&config);
-    let snapshots: Arc<SnapshotCell> =
-        Arc::new(ArcSwap::from_pointee(Snapshot::build(config, 1, None)));
+    let snapshots = Arc::new(SnapshotCell::new(Snapshot::build(config, 1, None)));
 
     let opt = Opt {
         upgrade: options.upgrade,
@@ -51,7 +55,7 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
-    let proxy_app = HeadlandProxy::new(Arc::clone(&snapshots), access_log);
+    let proxy_app = HeadlandProxy::new(Arc::clone(&snapshots), access_log, Arc::clone(&metrics));
     let mut proxy = ProxyServiceBuilder::new(&server.configuration, proxy_app)
         .name("headland http")
         .server_options(server_options(listen.h2c))
@@ -62,13 +66,26 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     server.add_service(proxy);
 
     if let Some(admin_addr) = listen.admin {
-        let mut admin = Service::new("headland admin".to_owned(), AdminApp);
+        let app = AdminApp::new(Arc::clone(&snapshots), Arc::clone(&metrics));
+        let mut admin = Service::new("headland admin".to_owned(), app);
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
     }
 
+    let (webhooks, webhook_worker) = Webhooks::new(Arc::clone(&snapshots), Arc::clone(&metrics));
+    server.add_service(background_service("webhooks", webhook_worker));
+    let registry = Arc::new(HealthRegistry::new(
+        Arc::clone(&metrics),
+        Arc::new(webhooks),
+    ));
+    let health = HealthService {
+        registry,
+        snapshots: Arc::clone(&snapshots),
+    };
+    server.add_service(background_service("health checks", health));
+
     if let Some(path) = options.config_path {
-        let reloader = Reloader::new(path, Arc::clone(&snapshots));
+        let reloader = Reloader::new(path, Arc::clone(&snapshots), Arc::clone(&metrics));
         server.add_service(background_service("config reload", reloader));
     }
 

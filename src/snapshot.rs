@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::client_ip::ClientIpPolicy;
 use crate::config::Config;
@@ -22,8 +23,12 @@ pub struct Snapshot {
     pub client_ip: ClientIpPolicy,
 }
 
-/// The one place the current snapshot lives, shared by every service.
-pub type SnapshotCell = ArcSwap<Snapshot>;
+/// The one place the current snapshot lives, shared by every service. Background tasks that
+/// derive state from the snapshot (health checks) subscribe to hear about new generations.
+pub struct SnapshotCell {
+    current: ArcSwap<Snapshot>,
+    generation: watch::Sender<u64>,
+}
 
 // === impl Snapshot ===
 
@@ -52,5 +57,34 @@ impl Snapshot {
 
     pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
         self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+// === impl SnapshotCell ===
+
+impl SnapshotCell {
+    pub fn new(first: Snapshot) -> Self {
+        let (generation, _) = watch::channel(first.generation);
+        Self {
+            current: ArcSwap::from_pointee(first),
+            generation,
+        }
+    }
+
+    /// The current snapshot; hold it for the whole request.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Makes `next` current and tells subscribers.
+    pub fn publish(&self, next: Snapshot) {
+        let generation = next.generation;
+        self.current.store(Arc::new(next));
+        self.generation.send_replace(generation);
+    }
+
+    /// Changes whenever a new snapshot is published.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 }

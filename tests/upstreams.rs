@@ -146,3 +146,23 @@ async fn static_fallback_answers_when_the_whole_pool_is_down() {
     assert_eq!(escape.text(), "<h1>back soon</h1>");
     std::fs::remove_dir_all(placeholder).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_reused_across_client_connections() {
+    let app = echo_upstream("app").await;
+    let proxy = Headland::start(&pool_config("reuse", &[app], ""));
+    let mut peers = std::collections::HashSet::new();
+    for _ in 0..20 {
+        // A new client connection each time; the proxy's upstream side should stay open.
+        let raw = "GET / HTTP/1.1\r\nHost: reuse.test\r\nConnection: close\r\n\r\n";
+        let response = request(proxy.http, raw).await;
+        assert_eq!(response.status, 200);
+        peers.insert(response.json()["peer"].as_str().unwrap().to_owned());
+    }
+    // Two worker threads may each hold a connection; 20 fresh ones would mean no reuse.
+    assert!(
+        peers.len() <= 2,
+        "{} upstream connections for 20 requests",
+        peers.len()
+    );
+}

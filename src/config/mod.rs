@@ -5,9 +5,11 @@
 //! produces errors while the running configuration keeps serving.
 
 mod error;
+mod health;
 mod raw;
 mod units;
 mod validate;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,9 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
+pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
 pub use units::{parse_duration, parse_size};
+pub use webhook::{WebhookConfig, EVENT_NAMES};
 
 /// A validated configuration. Cross-references (route → upstream) are resolved to indexes.
 #[derive(Debug, Clone)]
@@ -29,6 +33,7 @@ pub struct Config {
     /// Sorted by name; routes refer to them by index.
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +87,21 @@ pub struct UpstreamConfig {
     pub servers: Vec<SocketAddr>,
     pub balance: Balance,
     pub timeouts: UpstreamTimeouts,
+    /// Active health check of every server. Default: none (servers are always used).
+    pub health: Option<HealthCheck>,
+    pub passive: PassiveHealth,
+    /// How many times a failed request may go to another server of the pool. Default: 2.
+    pub retries: u32,
+}
+
+/// Passive health: consecutive connect failures, resets or 5xx answers from one server take
+/// it out of rotation for `eject`, unless it is the pool's last usable server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Failures in a row that eject; 0 turns passive health off. Default: 5.
+    pub failures: u32,
+    /// How long an ejected server is left alone. Default: 30s.
+    pub eject: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,8 +137,8 @@ pub struct RouteConfig {
     /// Remove `path` from the request before forwarding (`/swarm/x` → `/x`). Default: false.
     pub strip_prefix: bool,
     pub action: RouteAction,
-    /// Directory served when every server of the route's pool fails.
-    pub fallback_static_dir: Option<PathBuf>,
+    /// What answers when the route's pool is down or every server fails.
+    pub fallback: Option<Fallback>,
     /// Largest request body accepted; `None` = unlimited. Default: 128 MiB.
     pub max_body_size: Option<u64>,
 }
@@ -141,6 +161,14 @@ pub enum RouteAction {
         upstream: usize,
     },
     Redirect(Redirect),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// Serve files from this directory (the "static placeholder").
+    StaticDir(PathBuf),
+    /// Forward to `upstreams[index]` instead.
+    Upstream(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,8 +15,9 @@ use super::error::{did_you_mean, ErrorSink, LocatedErrors};
 use super::raw::{RawConfig, RawListen, RawNode, RawRoute, RawUpstream};
 use super::units::{parse_duration, parse_size};
 use super::{
-    AccessLogOutput, Balance, ClientIpConfig, ClientIpHeader, Config, HostPattern, ListenConfig,
-    NodeConfig, Redirect, RouteAction, RouteConfig, UpstreamConfig, UpstreamTimeouts,
+    AccessLogOutput, Balance, ClientIpConfig, ClientIpHeader, Config, Fallback, HostPattern,
+    ListenConfig, NodeConfig, PassiveHealth, Redirect, RouteAction, RouteConfig, UpstreamConfig,
+    UpstreamTimeouts,
 };
 use crate::host::normalize_host;
 
@@ -25,6 +26,10 @@ const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LO
 const DEFAULT_STATE_DIR: &str = "/var/lib/headland";
 /// Plesk's nginx default, so that uploads that worked behind it keep working.
 const DEFAULT_MAX_BODY_SIZE: u64 = 128 << 20;
+const DEFAULT_PASSIVE: PassiveHealth = PassiveHealth {
+    failures: 5,
+    eject: Duration::from_secs(30),
+};
 const DEFAULT_TIMEOUTS: UpstreamTimeouts = UpstreamTimeouts {
     connect: Duration::from_secs(3),
     read: Duration::from_secs(60),
@@ -62,6 +67,11 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         .map(|(name, upstream)| self::upstream(name, upstream, &mut sink))
         .collect();
     let routes = routes(&raw.routes, &upstreams, base_dir, &mut sink);
+    let webhooks = raw
+        .webhooks
+        .iter()
+        .filter_map(|hook| super::webhook::webhook(hook, base_dir, &mut sink))
+        .collect();
 
     if !sink.is_empty() {
         return Err(sink.finish());
@@ -73,6 +83,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         access_log,
         upstreams,
         routes,
+        webhooks,
     })
 }
 
@@ -357,12 +368,67 @@ fn upstream(name: &str, raw: &Spanned<RawUpstream>, sink: &mut ErrorSink<'_>) ->
             true,
         ),
     };
+    let health = raw
+        .health
+        .as_ref()
+        .and_then(|h| super::health::health_check(name, h, sink));
+    let passive = passive(name, raw.passive.as_ref(), sink);
+    let retries = match &raw.retries {
+        None => 2,
+        Some(n) => u32::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| *n <= 10)
+            .unwrap_or_else(|| {
+                sink.at(
+                    n.span(),
+                    format!("upstream \"{name}\": retries must be between 0 and 10"),
+                );
+                2
+            }),
+    };
     UpstreamConfig {
         name: name.to_owned(),
         servers,
         balance,
         timeouts,
+        health,
+        passive,
+        retries,
     }
+}
+
+fn passive(
+    name: &str,
+    raw: Option<&Spanned<super::raw::RawPassive>>,
+    sink: &mut ErrorSink<'_>,
+) -> PassiveHealth {
+    let mut passive = DEFAULT_PASSIVE;
+    let Some(raw) = raw.map(Spanned::get_ref) else {
+        return passive;
+    };
+    if let Some(failures) = &raw.failures {
+        match u32::try_from(*failures.get_ref()) {
+            Ok(n) if n <= 100 => passive.failures = n,
+            _ => sink.at(
+                failures.span(),
+                format!("upstream \"{name}\": passive failures must be between 0 (off) and 100"),
+            ),
+        }
+    }
+    if let Some(eject) = &raw.eject {
+        match parse_duration(eject.get_ref()) {
+            Ok(d) if !d.is_zero() => passive.eject = d,
+            Ok(_) => sink.at(
+                eject.span(),
+                format!("upstream \"{name}\": passive eject must be greater than zero"),
+            ),
+            Err(message) => sink.at(
+                eject.span(),
+                format!("upstream \"{name}\": passive eject {message}"),
+            ),
+        }
+    }
+    passive
 }
 
 /// `IP:PORT`, `[v6]:PORT`, or `localhost:PORT` (what nginx configs usually say).
@@ -467,7 +533,8 @@ fn route(
                     .map(|s| (s.span(), "max_body_size")),
                 raw.fallback
                     .as_ref()
-                    .map(|f| (f.static_dir.span(), "fallback")),
+                    .and_then(|f| f.static_dir.as_ref().or(f.upstream.as_ref()))
+                    .map(|s| (s.span(), "fallback")),
             ];
             for (span, key) in proxy_only.into_iter().flatten() {
                 sink.at(
@@ -494,10 +561,29 @@ fn route(
             None
         }
     };
-    let fallback_static_dir = raw
+    let fallback = raw
         .fallback
         .as_ref()
-        .and_then(|f| non_empty_path(&f.static_dir, "static_dir", base_dir, sink));
+        .and_then(|f| match (&f.static_dir, &f.upstream) {
+            (Some(dir), None) => {
+                non_empty_path(dir, "static_dir", base_dir, sink).map(Fallback::StaticDir)
+            }
+            (None, Some(name)) => upstream_index(name, upstreams, sink).map(Fallback::Upstream),
+            (Some(dir), Some(_)) => {
+                sink.at(
+                    dir.span(),
+                    format!("{label}: fallback has either static_dir or upstream, not both"),
+                );
+                None
+            }
+            (None, None) => {
+                sink.at(
+                    raw.host.span(),
+                    format!("{label}: fallback needs static_dir or upstream"),
+                );
+                None
+            }
+        });
     let max_body_size = match &raw.max_body_size {
         None => Some(DEFAULT_MAX_BODY_SIZE),
         Some(size) => match parse_size(size.get_ref()) {
@@ -523,7 +609,7 @@ fn route(
         path,
         strip_prefix,
         action,
-        fallback_static_dir,
+        fallback,
         max_body_size,
     })
 }

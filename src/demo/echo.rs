@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -25,6 +26,8 @@ const MAX_HEADERS: usize = 100;
 #[derive(Debug, Serialize)]
 pub struct Echo {
     pub server: String,
+    /// The connecting side's address: the same port twice means a reused connection.
+    pub peer: String,
     pub method: String,
     pub target: String,
     pub headers: BTreeMap<String, String>,
@@ -41,18 +44,18 @@ struct Head {
 /// Accepts connections forever, answering each as upstream `name`.
 pub async fn serve(listener: TcpListener, name: String) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let name = name.clone();
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
-            let _ = serve_connection(stream, &name).await;
+            let _ = serve_connection(stream, &name, peer).await;
         });
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, name: &str) -> io::Result<()> {
+async fn serve_connection(mut stream: TcpStream, name: &str, peer: SocketAddr) -> io::Result<()> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     loop {
         let Some(head) = read_head(&mut stream, &mut buf).await? else {
@@ -74,6 +77,7 @@ async fn serve_connection(mut stream: TcpStream, name: &str) -> io::Result<()> {
         } else {
             let echo = Echo {
                 server: name.to_owned(),
+                peer: peer.to_string(),
                 method: head.method,
                 target: head.target,
                 headers: head.headers,

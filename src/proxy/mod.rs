@@ -1,10 +1,13 @@
 //! The HTTP reverse proxy: Pingora's `ProxyHttp` hooks wired to our snapshot.
 //!
 //! Per request: load the current snapshot once (the request finishes on it even if a reload
-//! swaps in another), resolve the client IP and host, route, then pick a server of the
-//! route's pool, trying the pool's other servers when a connection cannot be made.
+//! swaps in another), resolve the client IP and host, route, then pick a usable server of the
+//! route's pool. A server that cannot be reached is passed over for another; a pool that is
+//! down hands the request to the route's fallback, else answers 503.
 
+mod failure;
 pub mod forwarded;
+pub mod node_health;
 mod responses;
 pub mod route_table;
 mod static_fallback;
@@ -16,23 +19,26 @@ use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use prometheus::IntGauge;
 
 use crate::access_log::{self, AccessLog, AccessRecord};
 use crate::config::Balance;
 use crate::host::normalize_authority;
+use crate::metrics::{self, Metrics};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::{InFlight, Pool, Tried};
 use forwarded::Downstream;
-use route_table::{Route, RouteTarget};
+use route_table::{Route, RouteFallback, RouteTarget};
 
 /// The proxy application; one instance serves every listener.
 pub struct HeadlandProxy {
     snapshots: Arc<SnapshotCell>,
     access_log: Arc<AccessLog>,
+    metrics: Arc<Metrics>,
 }
 
 /// Everything one request accumulates on its way through the hooks.
@@ -45,19 +51,28 @@ pub struct RequestCtx {
     /// The client's path when `strip_prefix` rewrote it, for the access log.
     original_path: Option<String>,
     route: Option<usize>,
+    /// The route's fallback pool took over from its own pool.
+    on_fallback_pool: bool,
     request_id: String,
     tried: Tried,
+    retries: u32,
     in_flight: Option<InFlight>,
+    route_in_flight: Option<IntGauge>,
     request_body_bytes: u64,
 }
 
 // === impl HeadlandProxy ===
 
 impl HeadlandProxy {
-    pub fn new(snapshots: Arc<SnapshotCell>, access_log: Arc<AccessLog>) -> Self {
+    pub fn new(
+        snapshots: Arc<SnapshotCell>,
+        access_log: Arc<AccessLog>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             snapshots,
             access_log,
+            metrics,
         }
     }
 
@@ -80,6 +95,19 @@ impl HeadlandProxy {
                 .map(|v| v.as_bytes()),
         );
 
+        if request.uri.path() == node_health::PATH {
+            let (status, body) = node_health::report(&snapshot, request.uri.query());
+            responses::plain(
+                session,
+                status,
+                body,
+                &ctx.request_id,
+                &[("cache-control", "no-store")],
+            )
+            .await?;
+            return Ok(true);
+        }
+
         // HTTP/2 (and absolute-form HTTP/1.1) carry the host in the URI; HTTP/1.1 in `Host`.
         let authority = match request.uri.authority() {
             Some(authority) => Some(authority.as_str().as_bytes()),
@@ -99,8 +127,7 @@ impl HeadlandProxy {
         };
         ctx.host = host;
 
-        let path = request.uri.path();
-        let Some(index) = snapshot.routes.lookup(&ctx.host, path) else {
+        let Some(index) = snapshot.routes.lookup(&ctx.host, request.uri.path()) else {
             return self
                 .reject(session, ctx, 404, "no route for this host and path")
                 .await;
@@ -109,26 +136,35 @@ impl HeadlandProxy {
         let Some(route) = snapshot.routes.get(index) else {
             return self.reject(session, ctx, 500, "route vanished").await;
         };
+        let gauge = self
+            .metrics
+            .http_in_flight
+            .with_label_values(&[&route.name]);
+        gauge.inc();
+        ctx.route_in_flight = Some(gauge);
 
-        if let RouteTarget::Redirect(redirect) = &route.target {
-            let location = if redirect.keep_path {
-                let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
-                format!("{}{}", redirect.to, target)
-            } else {
-                redirect.to.clone()
-            };
-            let body = format!("Redirecting to {location}\n");
-            let request_id = ctx.request_id.clone();
-            responses::plain(
-                session,
-                redirect.code,
-                body,
-                &request_id,
-                &[("location", &location)],
-            )
-            .await?;
-            return Ok(true);
-        }
+        let pool = match &route.target {
+            RouteTarget::Redirect(redirect) => {
+                let location = if redirect.keep_path {
+                    let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
+                    format!("{}{}", redirect.to, target)
+                } else {
+                    redirect.to.clone()
+                };
+                let body = format!("Redirecting to {location}\n");
+                let request_id = ctx.request_id.clone();
+                responses::plain(
+                    session,
+                    redirect.code,
+                    body,
+                    &request_id,
+                    &[("location", &location)],
+                )
+                .await?;
+                return Ok(true);
+            }
+            RouteTarget::Proxy(pool) => pool,
+        };
 
         if let Some(max) = route.max_body_size {
             let declared = request
@@ -150,7 +186,50 @@ impl HeadlandProxy {
                 &mut ctx.original_path,
             )?;
         }
+
+        if !pool.is_available() {
+            return self.pool_down(session, ctx, route, pool).await;
+        }
         Ok(false)
+    }
+
+    /// Every server of the route's pool is known down: the fallback answers, else 503.
+    async fn pool_down(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        pool: &Pool,
+    ) -> Result<bool> {
+        match &route.fallback {
+            Some(RouteFallback::Pool(fallback)) if fallback.is_available() => {
+                ctx.on_fallback_pool = true;
+                return Ok(false);
+            }
+            Some(RouteFallback::StaticDir(dir)) => {
+                let path = session.req_header().uri.path().to_owned();
+                if static_fallback::serve(session, dir, &path).await.is_some() {
+                    return Ok(true);
+                }
+            }
+            _ => {}
+        }
+        // Clients and CDNs may come back after one health-check interval.
+        let retry_after = pool
+            .health_check
+            .as_ref()
+            .map_or(5, |check| check.interval.as_secs().max(1))
+            .to_string();
+        let body = responses::error_body(503, failure::detail_for(503));
+        responses::plain(
+            session,
+            503,
+            body,
+            &ctx.request_id,
+            &[("retry-after", &retry_after)],
+        )
+        .await?;
+        Ok(true)
     }
 
     async fn reject(
@@ -169,10 +248,52 @@ impl HeadlandProxy {
         ctx.route.and_then(|i| ctx.snapshot.routes.get(i))
     }
 
+    /// The pool this request is using: the route's own, or its fallback pool.
     fn pool<'a>(&self, ctx: &'a RequestCtx) -> Option<&'a Arc<Pool>> {
-        match &self.route(ctx)?.target {
-            RouteTarget::Proxy(pool) => Some(pool),
-            RouteTarget::Redirect(_) => None,
+        let route = self.route(ctx)?;
+        match (&route.target, &route.fallback, ctx.on_fallback_pool) {
+            (RouteTarget::Proxy(_), Some(RouteFallback::Pool(fallback)), true) => Some(fallback),
+            (RouteTarget::Proxy(pool), _, _) => Some(pool),
+            (RouteTarget::Redirect(_), _, _) => None,
+        }
+    }
+
+    /// After a failure on the current server: another untried usable server of the pool,
+    /// within the pool's retry budget? Else, if the route has a fallback pool not yet in use,
+    /// switch to it. Returns whether the request should be tried again.
+    fn next_attempt(&self, ctx: &mut RequestCtx) -> bool {
+        let Some(pool) = self.pool(ctx).cloned() else {
+            return false;
+        };
+        if ctx.retries < pool.retries && pool.has_untried_usable(&ctx.tried) {
+            ctx.retries += 1;
+            self.metrics.retries.with_label_values(&[&pool.name]).inc();
+            return true;
+        }
+        let fallback_ready = matches!(
+            self.route(ctx).and_then(|r| r.fallback.as_ref()),
+            Some(RouteFallback::Pool(fallback)) if fallback.is_available()
+        );
+        if fallback_ready && !ctx.on_fallback_pool {
+            ctx.on_fallback_pool = true;
+            ctx.tried = Tried::default();
+            return true;
+        }
+        false
+    }
+
+    /// Feeds passive health with what the current server just did.
+    fn record_outcome(&self, ctx: &RequestCtx, ok: bool) {
+        let (Some(pool), Some(in_flight)) = (self.pool(ctx), &ctx.in_flight) else {
+            return;
+        };
+        let server = in_flight.server();
+        if pool.record_outcome(server, ok) {
+            self.metrics
+                .ejections
+                .with_label_values(&[&pool.name, &server.label])
+                .inc();
+            tracing::warn!(upstream = %pool.name, server = %server.label, "server ejected after consecutive failures");
         }
     }
 }
@@ -183,16 +304,19 @@ impl ProxyHttp for HeadlandProxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
-            snapshot: self.snapshots.load_full(),
+            snapshot: self.snapshots.load(),
             started: Instant::now(),
             peer: None,
             client_ip: None,
             host: String::new(),
             original_path: None,
             route: None,
+            on_fallback_pool: false,
             request_id: String::new(),
             tried: Tried::default(),
+            retries: 0,
             in_flight: None,
+            route_in_flight: None,
             request_body_bytes: 0,
         }
     }
@@ -238,10 +362,13 @@ impl ProxyHttp for HeadlandProxy {
         };
         let key = hash_key(&pool.balance, session.req_header(), ctx.client_ip);
         let Some((index, server)) = pool.select(key, &ctx.tried) else {
-            return Error::e_explain(ErrorType::ConnectNoRoute, "every server of the pool failed");
+            return Error::e_explain(
+                ErrorType::ConnectNoRoute,
+                "no usable server left in the pool",
+            );
         };
         ctx.tried.insert(index);
-        // Replacing the guard releases the slot held on a server that failed to connect.
+        // Replacing the guard releases the slot held on a server that failed.
         ctx.in_flight = Some(server.begin_request());
         let mut peer = HttpPeer::new(server.addr, false, String::new());
         peer.options.connection_timeout = Some(pool.timeouts.connect);
@@ -258,11 +385,30 @@ impl ProxyHttp for HeadlandProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let (Some(pool), Some(in_flight)) = (self.pool(ctx), &ctx.in_flight) {
+            let labels = [pool.name.as_str(), in_flight.server().label.as_str()];
+            self.metrics.connect_errors.with_label_values(&labels).inc();
+        }
+        self.record_outcome(ctx, false);
         // Nothing reached the upstream yet, so any request may go to another server.
-        let untried_left = self
-            .pool(ctx)
-            .is_some_and(|pool| ctx.tried.count() < pool.servers.len());
-        e.set_retry(untried_left);
+        e.set_retry(self.next_attempt(ctx));
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if *e.esource() == ErrorSource::Upstream {
+            self.record_outcome(ctx, false);
+        }
+        let retry = failure::may_replay(session) && self.next_attempt(ctx);
+        e.set_retry(retry);
         e
     }
 
@@ -287,10 +433,20 @@ impl ProxyHttp for HeadlandProxy {
         )
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.record_outcome(ctx, upstream_response.status.as_u16() < 500);
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
-        upstream_response: &mut pingora::http::ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(forwarded::X_REQUEST_ID, &ctx.request_id)?;
@@ -303,12 +459,15 @@ impl ProxyHttp for HeadlandProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let status = status_for(e);
+        let status = failure::status_for(e);
         let upstream_failed =
             *e.esource() == ErrorSource::Upstream || matches!(e.etype(), ErrorType::ConnectNoRoute);
         if upstream_failed && session.response_written().is_none() {
-            let fallback = self.route(ctx).and_then(|r| r.fallback_static_dir.clone());
-            if let Some(dir) = fallback {
+            let dir = match self.route(ctx).and_then(|r| r.fallback.as_ref()) {
+                Some(RouteFallback::StaticDir(dir)) => Some(dir.clone()),
+                _ => None,
+            };
+            if let Some(dir) = dir {
                 let path = session.req_header().uri.path().to_owned();
                 if let Some(code) = static_fallback::serve(session, &dir, &path).await {
                     return FailToProxy {
@@ -319,13 +478,7 @@ impl ProxyHttp for HeadlandProxy {
             }
         }
         if status > 0 && session.response_written().is_none() {
-            let detail = match status {
-                504 => "the upstream server did not answer in time",
-                502 => "the upstream server could not be reached or closed the connection",
-                413 => "request body too large",
-                _ => "the request could not be completed",
-            };
-            let body = responses::error_body(status, detail);
+            let body = responses::error_body(status, failure::detail_for(status));
             if let Err(error) = responses::plain(session, status, body, &ctx.request_id, &[]).await
             {
                 tracing::debug!(%error, "could not send error response");
@@ -338,43 +491,44 @@ impl ProxyHttp for HeadlandProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(gauge) = ctx.route_in_flight.take() {
+            gauge.dec();
+        }
+        let route = self.route(ctx);
+        let pool = self.pool(ctx);
+        let route_name = route.map_or(metrics::NONE, |r| r.name.as_str());
+        let pool_name = pool.map_or(metrics::NONE, |p| p.name.as_str());
+        let status = session.response_written().map(|r| r.status);
+        let elapsed = ctx.started.elapsed();
+        if route.is_some() {
+            let code = status.as_ref().map_or("0", |s| s.as_str());
+            self.metrics
+                .http_requests
+                .with_label_values(&[route_name, pool_name, code])
+                .inc();
+            self.metrics
+                .http_duration
+                .with_label_values(&[route_name, pool_name])
+                .observe(elapsed.as_secs_f64());
+        }
         if !self.access_log.is_enabled() {
             return;
         }
         let request = session.req_header();
-        let route = self.route(ctx);
-        let pool = self.pool(ctx);
-        let server = ctx.in_flight.as_ref().map(|f| f.server().label.as_str());
         self.access_log.write(&AccessRecord {
             time: access_log::timestamp(SystemTime::now()),
             client_ip: ctx.client_ip,
             host: &ctx.host,
             method: request.method.as_str(),
             path: ctx.original_path.as_deref().unwrap_or(request.uri.path()),
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            status: status.map_or(0, |s| s.as_u16()),
             bytes: session.body_bytes_sent(),
-            duration_ms: access_log::millis(ctx.started.elapsed()),
+            duration_ms: access_log::millis(elapsed),
             route: route.map(|r| r.name.as_str()),
             upstream: pool.map(|p| p.name.as_str()),
-            server,
+            server: ctx.in_flight.as_ref().map(|f| f.server().label.as_str()),
             request_id: &ctx.request_id,
         });
-    }
-}
-
-/// What the client is told for a failure: 504 when the upstream was too slow, 502 when it
-/// refused, reset or spoke nonsense; errors we raised carry their own status.
-fn status_for(e: &Error) -> u16 {
-    use ErrorType::*;
-    match (e.etype(), e.esource()) {
-        (HTTPStatus(code), _) => *code,
-        (ConnectNoRoute, _) => 502,
-        (ConnectTimedout | ReadTimedout | WriteTimedout, ErrorSource::Upstream) => 504,
-        (_, ErrorSource::Upstream) => 502,
-        (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => 0,
-        (ReadTimedout, ErrorSource::Downstream) => 408,
-        (_, ErrorSource::Downstream) => 400,
-        _ => 500,
     }
 }
 

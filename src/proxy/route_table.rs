@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{HostPattern, Redirect, RouteAction, RouteConfig};
+use crate::config::{Fallback, HostPattern, Redirect, RouteAction, RouteConfig};
 use crate::upstream::Pool;
 
 /// One `[[routes]]` entry, resolved.
@@ -18,8 +18,15 @@ pub struct Route {
     pub prefix: String,
     pub strip_prefix: bool,
     pub target: RouteTarget,
-    pub fallback_static_dir: Option<PathBuf>,
+    pub fallback: Option<RouteFallback>,
     pub max_body_size: Option<u64>,
+}
+
+/// What answers when the route's pool cannot.
+#[derive(Debug)]
+pub enum RouteFallback {
+    StaticDir(PathBuf),
+    Pool(Arc<Pool>),
 }
 
 #[derive(Debug)]
@@ -66,7 +73,13 @@ impl RouteTable {
                 prefix: config.path.clone(),
                 strip_prefix: config.strip_prefix,
                 target,
-                fallback_static_dir: config.fallback_static_dir.clone(),
+                fallback: match &config.fallback {
+                    None => None,
+                    Some(Fallback::StaticDir(dir)) => Some(RouteFallback::StaticDir(dir.clone())),
+                    Some(Fallback::Upstream(index)) => {
+                        pools.get(*index).cloned().map(RouteFallback::Pool)
+                    }
+                },
                 max_body_size: config.max_body_size,
             });
             let paths = match &config.host {
@@ -143,7 +156,7 @@ mod tests {
                 code: 301,
                 keep_path: true,
             }),
-            fallback_static_dir: None,
+            fallback: None,
             max_body_size: None,
         }
     }
@@ -193,6 +206,75 @@ mod tests {
             Some("*.example.com/")
         );
         assert_eq!(name(&table, "elsewhere.org", "/"), Some("*/"));
+    }
+
+    /// The index must agree with the obvious definition: among routes whose host pattern
+    /// matches and whose prefix starts the path, take the most specific host (exact, then
+    /// longest wildcard, then `*`) that has any match, then the longest prefix.
+    fn reference<'a>(routes: &'a [RouteConfig], host: &str, path: &str) -> Option<&'a str> {
+        let host_rank = |pattern: &HostPattern| match pattern {
+            HostPattern::Exact(h) if h == host => Some(usize::MAX),
+            HostPattern::Wildcard(suffix) if host.ends_with(suffix.as_str()) => Some(suffix.len()),
+            HostPattern::Any => Some(0),
+            _ => None,
+        };
+        routes
+            .iter()
+            .filter(|r| path.starts_with(&r.path))
+            .filter_map(|r| host_rank(&r.host).map(|rank| (rank, r.path.len(), r)))
+            .max_by_key(|(rank, len, _)| (*rank, *len))
+            .map(|(_, _, r)| r.name.as_str())
+    }
+
+    #[test]
+    fn index_agrees_with_the_reference_on_random_tables() {
+        use rand::seq::IndexedRandom;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let labels = ["a", "b", "api", "eu", "example", "com", "x"];
+        let segments = ["", "api", "v1", "swarm", "s", "admin"];
+        let random_host = |rng: &mut rand::rngs::StdRng| {
+            let n = rng.random_range(1..=4);
+            (0..n)
+                .map(|_| *labels.choose(rng).unwrap())
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        let random_path = |rng: &mut rand::rngs::StdRng| {
+            let n = rng.random_range(0..=3);
+            let mut path: String = (0..n)
+                .map(|_| format!("/{}", segments.choose(rng).unwrap()))
+                .collect();
+            if path.is_empty() || rng.random_bool(0.5) {
+                path.push('/');
+            }
+            path
+        };
+        for _ in 0..200 {
+            let mut configs = Vec::new();
+            let mut places = std::collections::HashSet::new();
+            for _ in 0..rng.random_range(1..30) {
+                let host = match rng.random_range(0..10) {
+                    0 => HostPattern::Any,
+                    1..=3 => HostPattern::Wildcard(format!(".{}", random_host(&mut rng))),
+                    _ => HostPattern::Exact(random_host(&mut rng)),
+                };
+                let path = random_path(&mut rng);
+                if places.insert((host.clone(), path.clone())) {
+                    configs.push(route(host, &path));
+                }
+            }
+            let table = RouteTable::new(&configs, &[]);
+            for _ in 0..50 {
+                let host = random_host(&mut rng);
+                let path = random_path(&mut rng) + "tail";
+                assert_eq!(
+                    name(&table, &host, &path),
+                    reference(&configs, &host, &path),
+                    "host {host} path {path} routes {configs:#?}"
+                );
+            }
+        }
     }
 
     #[test]

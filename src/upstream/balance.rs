@@ -87,7 +87,12 @@ mod tests {
 
     fn servers(n: u16) -> Vec<Arc<UpstreamServer>> {
         (0..n)
-            .map(|i| Arc::new(UpstreamServer::new(([127, 0, 0, 1], 5000 + i).into())))
+            .map(|i| {
+                Arc::new(UpstreamServer::new(
+                    ([127, 0, 0, 1], 5000 + i).into(),
+                    super::super::health::Health::Unknown,
+                ))
+            })
             .collect()
     }
 

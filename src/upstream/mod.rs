@@ -1,14 +1,18 @@
 //! Upstream pools: the servers behind one config name, and how a request picks one.
 
 mod balance;
+pub mod health;
+mod probe;
+pub mod registry;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::config::{Balance, UpstreamConfig, UpstreamTimeouts};
+use crate::config::{Balance, HealthCheck, PassiveHealth, UpstreamConfig, UpstreamTimeouts};
 
 pub use balance::Tried;
+use health::{Health, PassiveState, ServerHealth};
 
 /// One server of one pool. Shared (by `Arc`) between snapshots while its pool keeps it, so
 /// counters survive reloads.
@@ -19,6 +23,8 @@ pub struct UpstreamServer {
     pub label: String,
     /// Requests currently using this server (for `least_conn`).
     in_flight: AtomicUsize,
+    pub health: ServerHealth,
+    pub passive: PassiveState,
 }
 
 /// The servers of one `[upstreams.NAME]` and its policy.
@@ -28,6 +34,9 @@ pub struct Pool {
     pub servers: Vec<Arc<UpstreamServer>>,
     pub balance: Balance,
     pub timeouts: UpstreamTimeouts,
+    pub health_check: Option<HealthCheck>,
+    pub passive: PassiveHealth,
+    pub retries: u32,
     /// Rotates the starting point for round robin and tie-breaking.
     cursor: AtomicUsize,
 }
@@ -41,12 +50,19 @@ pub struct InFlight {
 // === impl UpstreamServer ===
 
 impl UpstreamServer {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, initial: Health) -> Self {
         Self {
             addr,
             label: addr.to_string(),
             in_flight: AtomicUsize::new(0),
+            health: ServerHealth::new(initial),
+            passive: PassiveState::default(),
         }
+    }
+
+    /// Whether requests may go here: not known down, not ejected.
+    pub fn is_usable(&self) -> bool {
+        self.health.get().is_usable() && !self.passive.is_ejected()
     }
 
     pub fn in_flight(&self) -> usize {
@@ -81,6 +97,10 @@ impl Drop for InFlight {
 impl Pool {
     /// Builds a pool, reusing server state from `previous` for addresses it already had.
     pub fn new(config: &UpstreamConfig, previous: Option<&Pool>) -> Self {
+        let initial = match &config.health {
+            Some(check) if check.start_down => Health::Down,
+            _ => Health::Unknown,
+        };
         let servers = config
             .servers
             .iter()
@@ -88,7 +108,7 @@ impl Pool {
                 previous
                     .and_then(|p| p.servers.iter().find(|s| s.addr == *addr))
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(UpstreamServer::new(*addr)))
+                    .unwrap_or_else(|| Arc::new(UpstreamServer::new(*addr, initial)))
             })
             .collect();
         Self {
@@ -96,6 +116,9 @@ impl Pool {
             servers,
             balance: config.balance.clone(),
             timeouts: config.timeouts,
+            health_check: config.health.clone(),
+            passive: config.passive,
+            retries: config.retries,
             cursor: AtomicUsize::new(0),
         }
     }
@@ -103,6 +126,19 @@ impl Pool {
     /// Picks a server not yet tried for this request, by the pool's policy, with its index.
     /// `hash_key` is used by `consistent_hash` only.
     pub fn select(&self, hash_key: u64, tried: &Tried) -> Option<(usize, &Arc<UpstreamServer>)> {
+        // Servers known to be down are skipped as if this request had tried them already.
+        let mut excluded;
+        let tried = if self.servers.iter().all(|s| s.is_usable()) {
+            tried
+        } else {
+            excluded = tried.clone();
+            for (index, server) in self.servers.iter().enumerate() {
+                if !server.is_usable() {
+                    excluded.insert(index);
+                }
+            }
+            &excluded
+        };
         let start = || self.cursor.fetch_add(1, Ordering::Relaxed);
         let index = match self.balance {
             Balance::RoundRobin => balance::first_untried(self.servers.len(), start(), tried),
@@ -115,5 +151,34 @@ impl Pool {
             }
         }?;
         self.servers.get(index).map(|server| (index, server))
+    }
+
+    /// Whether any server may take requests: false only when every server is known down.
+    pub fn is_available(&self) -> bool {
+        self.servers.iter().any(|s| s.is_usable())
+    }
+
+    /// Records what a real request saw from `server`. Returns true if it got ejected: never
+    /// the pool's last usable server, so passive health alone cannot take a pool down.
+    pub fn record_outcome(&self, server: &UpstreamServer, ok: bool) -> bool {
+        if ok {
+            server.passive.record_success();
+            return false;
+        }
+        let others_usable = self
+            .servers
+            .iter()
+            .any(|s| s.addr != server.addr && s.is_usable());
+        server
+            .passive
+            .record_failure(self.passive.failures, self.passive.eject, others_usable)
+    }
+
+    /// Whether `server` is a usable server this request has not tried.
+    pub fn has_untried_usable(&self, tried: &Tried) -> bool {
+        self.servers
+            .iter()
+            .enumerate()
+            .any(|(index, server)| !tried.contains(index) && server.is_usable())
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod http1;
+pub mod servers;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -143,6 +144,13 @@ impl Headland {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Scrapes `/metrics` from the admin listener.
+    pub async fn metrics(&self) -> Metrics {
+        let response = http1::get(self.admin, "admin", "/metrics").await;
+        assert_eq!(response.status, 200);
+        Metrics::parse(response.text())
+    }
+
     /// Access-log lines written so far, parsed as JSON.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
         self.stdout
@@ -185,4 +193,38 @@ pub async fn echo_upstream(name: &str) -> SocketAddr {
 /// An address where nothing listens: connections are refused.
 pub fn refused_addr() -> SocketAddr {
     ([127, 0, 0, 1], free_port()).into()
+}
+
+/// One `/metrics` scrape, parsed by a Prometheus text-format parser.
+pub struct Metrics {
+    pub text: String,
+    pub scrape: prometheus_parse::Scrape,
+}
+
+impl Metrics {
+    pub fn parse(text: String) -> Self {
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format");
+        Self { text, scrape }
+    }
+
+    /// The value of the sample `name` whose labels include all of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .find_map(|s| match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => Some(*v),
+                _ => None,
+            })
+    }
+
+    /// Like `value`, with a missing sample read as 0.
+    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels).unwrap_or(0.0)
+    }
 }

@@ -1,0 +1,164 @@
+//! Prometheus metrics in an explicit registry (no globals). Names and labels follow
+//! DESIGN.md; labels are config names and status codes, never client IPs or raw paths.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub const HTTP_REQUESTS: &str = "headland_http_requests_total";
+pub const HTTP_DURATION: &str = "headland_http_request_duration_seconds";
+pub const HTTP_IN_FLIGHT: &str = "headland_http_requests_in_flight";
+pub const UPSTREAM_UP: &str = "headland_upstream_up";
+pub const HEALTH_CHECKS: &str = "headland_upstream_health_checks_total";
+pub const CONNECT_ERRORS: &str = "headland_upstream_connect_errors_total";
+pub const RETRIES: &str = "headland_upstream_retries_total";
+pub const EJECTIONS: &str = "headland_upstream_ejections_total";
+pub const CONFIG_RELOADS: &str = "headland_config_reloads_total";
+pub const CONFIG_GENERATION: &str = "headland_config_generation";
+pub const BUILD_INFO: &str = "headland_build_info";
+pub const WEBHOOK_DELIVERIES: &str = "headland_webhook_deliveries_total";
+pub const ACCESS_LOG_DROPPED: &str = "headland_access_log_dropped_total";
+
+/// Label value for requests that matched no route or no upstream.
+pub const NONE: &str = "";
+
+/// Request latency buckets, in seconds: 1 ms to 60 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Every metric Headland exports, registered once at start-up.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub http_in_flight: IntGaugeVec,
+    pub upstream_up: IntGaugeVec,
+    pub health_checks: IntCounterVec,
+    pub connect_errors: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub ejections: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub webhook_deliveries: IntCounterVec,
+    pub access_log_dropped: IntCounter,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let http_requests = counter(
+            HTTP_REQUESTS,
+            "HTTP requests answered, by route, upstream and status code.",
+            &["route", "upstream", "code"],
+        )?;
+        let http_in_flight = gauge(
+            HTTP_IN_FLIGHT,
+            "HTTP requests being handled, by route.",
+            &["route"],
+        )?;
+        let upstream_up = gauge(UPSTREAM_UP, "1 if the upstream server may take requests (healthy or not yet checked), 0 if down or ejected.", &["upstream", "server"])?;
+        let health_checks = counter(
+            HEALTH_CHECKS,
+            "Active health checks, by result (ok or fail).",
+            &["upstream", "server", "result"],
+        )?;
+        let connect_errors = counter(
+            CONNECT_ERRORS,
+            "Failed connection attempts to an upstream server.",
+            &["upstream", "server"],
+        )?;
+        let retries = counter(
+            RETRIES,
+            "Requests sent again to another server of the pool.",
+            &["upstream"],
+        )?;
+        let ejections = counter(
+            EJECTIONS,
+            "Servers taken out of rotation by passive health (consecutive failures).",
+            &["upstream", "server"],
+        )?;
+        let config_reloads = counter(
+            CONFIG_RELOADS,
+            "Configuration reloads, by result (ok or error).",
+            &["result"],
+        )?;
+        let webhook_deliveries = counter(WEBHOOK_DELIVERIES, "Webhook events, by result (delivered, failed after retries, dropped when the queue was full).", &["result"])?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                HTTP_DURATION,
+                "Time from request start to the end of the response, by route and upstream.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "upstream"],
+        )?;
+        registry.register(Box::new(http_duration.clone()))?;
+        let config_generation = IntGauge::new(
+            CONFIG_GENERATION,
+            "Generation of the configuration in use; starts at 1.",
+        )?;
+        registry.register(Box::new(config_generation.clone()))?;
+        let access_log_dropped = IntCounter::new(
+            ACCESS_LOG_DROPPED,
+            "Access-log lines dropped because the writer fell behind.",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                BUILD_INFO,
+                "Always 1; the version label says which build runs.",
+            ),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // Export zeroes up front so that alerts on `increase()` see the first failure.
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        for result in ["delivered", "failed", "dropped"] {
+            webhook_deliveries.with_label_values(&[result]);
+        }
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            http_in_flight,
+            upstream_up,
+            health_checks,
+            connect_errors,
+            retries,
+            ejections,
+            config_reloads,
+            config_generation,
+            webhook_deliveries,
+            access_log_dropped,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(%error, "cannot encode metrics");
+        }
+        out
+    }
+}

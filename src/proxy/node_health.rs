@@ -1,0 +1,43 @@
+//! `/.well-known/headland/health` on the public listeners: whether this node can serve its
+//! routes. Other regions' Headland nodes probe it to decide what DNS hands out.
+//!
+//! 200 when every pool that a route forwards to has a usable server, 503 otherwise, with the
+//! down pools listed. `?upstream=NAME` asks about one pool only, so a region's health URL can
+//! track exactly the service behind a geo name.
+
+use crate::snapshot::Snapshot;
+
+pub const PATH: &str = "/.well-known/headland/health";
+
+/// Status and body for a probe with `query` (the URI's query string, if any).
+pub fn report(snapshot: &Snapshot, query: Option<&str>) -> (u16, String) {
+    let only = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("upstream="));
+    if let Some(name) = only {
+        return match snapshot.pool(name) {
+            Some(pool) if pool.is_available() => (200, format!("ok: {name}\n")),
+            Some(_) => (503, format!("down: {name}\n")),
+            None => (404, format!("unknown upstream: {name}\n")),
+        };
+    }
+    let mut down: Vec<&str> = snapshot
+        .routes
+        .routes()
+        .iter()
+        .filter_map(|route| match &route.target {
+            super::route_table::RouteTarget::Proxy(pool) if !pool.is_available() => {
+                Some(pool.name.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    down.sort_unstable();
+    down.dedup();
+    if down.is_empty() {
+        (200, "ok\n".to_owned())
+    } else {
+        (503, format!("down: {}\n", down.join(", ")))
+    }
+}

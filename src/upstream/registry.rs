@@ -1,0 +1,235 @@
+//! The `HealthRegistry`: one active-check task per (pool, server), kept in step with the
+//! current snapshot. A reload that leaves a server's check unchanged leaves its task and its
+//! state alone; new servers get a task, removed ones lose theirs; no server ever has two.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::task::JoinHandle;
+
+use super::health::Transition;
+use super::probe::probe;
+use super::UpstreamServer;
+use crate::config::HealthCheck;
+use crate::metrics::Metrics;
+use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::webhook::{Event, EventKind, Webhooks};
+
+type Key = (String, SocketAddr);
+
+pub struct HealthRegistry {
+    tasks: Mutex<HashMap<Key, CheckTask>>,
+    metrics: Arc<Metrics>,
+    webhooks: Arc<Webhooks>,
+}
+
+struct CheckTask {
+    server: Arc<UpstreamServer>,
+    check: HealthCheck,
+    handle: JoinHandle<()>,
+}
+
+/// Runs the registry as a Pingora background service, re-applying it on every reload.
+pub struct HealthService {
+    pub registry: Arc<HealthRegistry>,
+    pub snapshots: Arc<SnapshotCell>,
+}
+
+// === impl HealthRegistry ===
+
+impl HealthRegistry {
+    pub fn new(metrics: Arc<Metrics>, webhooks: Arc<Webhooks>) -> Self {
+        Self {
+            tasks: Mutex::new(HashMap::new()),
+            metrics,
+            webhooks,
+        }
+    }
+
+    /// Makes the running tasks match `snapshot`'s pools. Must run inside a tokio runtime.
+    pub fn apply(&self, snapshot: &Snapshot) {
+        let Ok(mut tasks) = self.tasks.lock() else {
+            return;
+        };
+        let mut wanted: HashMap<Key, (Arc<UpstreamServer>, HealthCheck)> = HashMap::new();
+        for pool in &snapshot.pools {
+            let Some(check) = &pool.health_check else {
+                continue;
+            };
+            for server in &pool.servers {
+                wanted.insert(
+                    (pool.name.clone(), server.addr),
+                    (Arc::clone(server), check.clone()),
+                );
+            }
+        }
+        tasks.retain(|key, task| {
+            let keep = wanted.get(key).is_some_and(|(server, check)| {
+                Arc::ptr_eq(server, &task.server) && *check == task.check
+            });
+            if !keep {
+                task.handle.abort();
+            }
+            keep
+        });
+        for (key, (server, check)) in wanted {
+            if tasks.contains_key(&key) {
+                continue;
+            }
+            let handle = tokio::spawn(run_checks(
+                key.0.clone(),
+                Arc::clone(&server),
+                check.clone(),
+                Arc::clone(&self.metrics),
+                Arc::clone(&self.webhooks),
+            ));
+            tasks.insert(
+                key,
+                CheckTask {
+                    server,
+                    check,
+                    handle,
+                },
+            );
+        }
+    }
+
+    /// How many check tasks run (for tests of `apply`).
+    pub fn task_count(&self) -> usize {
+        self.tasks.lock().map_or(0, |t| t.len())
+    }
+
+    fn stop_all(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for (_, task) in tasks.drain() {
+                task.handle.abort();
+            }
+        }
+    }
+}
+
+async fn run_checks(
+    pool: String,
+    server: Arc<UpstreamServer>,
+    check: HealthCheck,
+    metrics: Arc<Metrics>,
+    webhooks: Arc<Webhooks>,
+) {
+    // Spread the first checks over one interval so a hundred servers do not fire at once.
+    tokio::time::sleep(jittered(check.interval, 0.0, 1.0)).await;
+    let ok_counter = metrics
+        .health_checks
+        .with_label_values(&[&pool, &server.label, "ok"]);
+    let fail_counter = metrics
+        .health_checks
+        .with_label_values(&[&pool, &server.label, "fail"]);
+    loop {
+        let result = probe(server.addr, &check).await;
+        match &result {
+            Ok(()) => ok_counter.inc(),
+            Err(reason) => {
+                fail_counter.inc();
+                tracing::debug!(upstream = %pool, server = %server.label, %reason, "health check failed");
+            }
+        }
+        if let Some(transition) = server.health.record(result.is_ok(), check.rise, check.fall) {
+            let (kind, detail) = match transition {
+                Transition::WentDown => {
+                    (EventKind::UpstreamDown, result.err().map(|e| e.to_string()))
+                }
+                Transition::WentUp => (EventKind::UpstreamUp, None),
+            };
+            tracing::warn!(upstream = %pool, server = %server.label, event = kind.as_str(), "upstream health changed");
+            webhooks.notify(Event::upstream(kind, &pool, &server.label, detail));
+        }
+        tokio::time::sleep(jittered(check.interval, 0.9, 1.1)).await;
+    }
+}
+
+/// `base` scaled by a random factor in `low..high`.
+fn jittered(base: Duration, low: f64, high: f64) -> Duration {
+    base.mul_f64(low + rand::random::<f64>() * (high - low))
+}
+
+// === impl HealthService ===
+
+#[async_trait]
+impl BackgroundService for HealthService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut generations = self.snapshots.subscribe();
+        self.registry.apply(&self.snapshots.load());
+        loop {
+            tokio::select! {
+                changed = generations.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    self.registry.apply(&self.snapshots.load());
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.registry.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use std::path::Path;
+
+    fn snapshot(text: &str, generation: u64, previous: Option<&Snapshot>) -> Snapshot {
+        let config = config::parse(text, "test.toml", Path::new("/")).unwrap();
+        Snapshot::build(config, generation, previous)
+    }
+
+    const TWO_POOLS: &str = r#"
+[upstreams.a]
+servers = ["127.0.0.1:1", "127.0.0.1:2"]
+health = { check = "tcp", interval = "1h" }
+[upstreams.b]
+servers = ["127.0.0.1:3"]
+health = { check = "tcp", interval = "1h" }
+"#;
+
+    #[tokio::test]
+    async fn apply_keeps_unchanged_tasks_and_state_and_stops_removed_ones() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let registry =
+            HealthRegistry::new(Arc::clone(&metrics), Arc::new(Webhooks::disabled(metrics)));
+        let first = snapshot(TWO_POOLS, 1, None);
+        registry.apply(&first);
+        assert_eq!(registry.task_count(), 3);
+        // Take a server down, as three failed checks would.
+        let a1 = Arc::clone(&first.pools[0].servers[0]);
+        for _ in 0..3 {
+            a1.health.record(false, 2, 3);
+        }
+
+        // Same config again: nothing restarts, nothing duplicates, state survives.
+        let second = snapshot(TWO_POOLS, 2, Some(&first));
+        registry.apply(&second);
+        assert_eq!(registry.task_count(), 3);
+        assert!(Arc::ptr_eq(&second.pools[0].servers[0], &a1));
+        assert_eq!(a1.health.get(), super::super::health::Health::Down);
+
+        // Drop a server and pool b's check: their tasks stop.
+        let third_text = TWO_POOLS.replace(r#", "127.0.0.1:2""#, "").replace(
+            "servers = [\"127.0.0.1:3\"]\nhealth = { check = \"tcp\", interval = \"1h\" }",
+            "servers = [\"127.0.0.1:3\"]",
+        );
+        let third = snapshot(&third_text, 3, Some(&second));
+        registry.apply(&third);
+        assert_eq!(registry.task_count(), 1);
+        assert_eq!(
+            third.pools[0].servers[0].health.get(),
+            super::super::health::Health::Down
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! Webhooks: state changes (an upstream going down or up, later regions and certificates)
+//! POSTed as JSON to the configured URLs, signed with HMAC-SHA256 in `X-Headland-Signature`.
+//!
+//! Events go through a bounded queue to one background worker, so a slow or dead receiver
+//! never blocks proxying: when the queue is full the event is dropped and counted. Each
+//! delivery is retried with exponential back-off.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::prelude::HttpPeer;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::Serialize;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::config::WebhookConfig;
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotCell;
+
+const QUEUE_EVENTS: usize = 1024;
+/// Deliveries in progress at once; beyond this the worker waits and the queue absorbs.
+const CONCURRENT_DELIVERIES: usize = 16;
+/// Attempts per (event, webhook): the first plus retries after 1 s, 2 s, 4 s, 8 s, 16 s.
+const ATTEMPTS: u32 = 6;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const SIGNATURE_HEADER: &str = "x-headland-signature";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    UpstreamDown,
+    UpstreamUp,
+}
+
+/// One state change, as sent in the webhook body.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub event: &'static str,
+    pub time: String,
+    pub node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The sending side, shared by everything that produces events.
+pub struct Webhooks {
+    queue: Option<mpsc::Sender<Event>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The worker: a Pingora background service that delivers queued events.
+pub struct WebhookWorker {
+    queue: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+    snapshots: Arc<SnapshotCell>,
+    metrics: Arc<Metrics>,
+    connector: Arc<Connector>,
+}
+
+// === impl EventKind ===
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::UpstreamDown => "upstream.down",
+            EventKind::UpstreamUp => "upstream.up",
+        }
+    }
+}
+
+// === impl Event ===
+
+impl Event {
+    pub fn upstream(kind: EventKind, upstream: &str, server: &str, detail: Option<String>) -> Self {
+        Self {
+            event: kind.as_str(),
+            time: crate::access_log::timestamp(SystemTime::now()),
+            node: String::new(),
+            upstream: Some(upstream.to_owned()),
+            server: Some(server.to_owned()),
+            detail,
+        }
+    }
+}
+
+// === impl Webhooks ===
+
+impl Webhooks {
+    /// A sender and the worker that drains it.
+    pub fn new(snapshots: Arc<SnapshotCell>, metrics: Arc<Metrics>) -> (Self, WebhookWorker) {
+        let (sender, receiver) = mpsc::channel(QUEUE_EVENTS);
+        let worker = WebhookWorker {
+            queue: tokio::sync::Mutex::new(receiver),
+            snapshots,
+            metrics: Arc::clone(&metrics),
+            connector: Arc::new(Connector::new(None)),
+        };
+        let webhooks = Self {
+            queue: Some(sender),
+            metrics,
+        };
+        (webhooks, worker)
+    }
+
+    /// Events go nowhere (tests, tools).
+    pub fn disabled(metrics: Arc<Metrics>) -> Self {
+        Self {
+            queue: None,
+            metrics,
+        }
+    }
+
+    /// Queues `event` without waiting; a full queue drops it (and counts the drop).
+    pub fn notify(&self, event: Event) {
+        let Some(queue) = &self.queue else { return };
+        if queue.try_send(event).is_err() {
+            self.metrics
+                .webhook_deliveries
+                .with_label_values(&["dropped"])
+                .inc();
+        }
+    }
+}
+
+// === impl WebhookWorker ===
+
+#[async_trait]
+impl BackgroundService for WebhookWorker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut queue = self.queue.lock().await;
+        let slots = Arc::new(Semaphore::new(CONCURRENT_DELIVERIES));
+        loop {
+            let mut event = tokio::select! {
+                event = queue.recv() => match event {
+                    Some(event) => event,
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
+            };
+            let snapshot = self.snapshots.load();
+            event.node.clone_from(&snapshot.config.node.name);
+            let body = match serde_json::to_vec(&event) {
+                Ok(body) => Bytes::from(body),
+                Err(_) => continue,
+            };
+            let hooks = snapshot
+                .config
+                .webhooks
+                .iter()
+                .filter(|h| h.events.iter().any(|e| e == event.event));
+            for hook in hooks {
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
+                let (hook, body) = (hook.clone(), body.clone());
+                let (connector, metrics) = (Arc::clone(&self.connector), Arc::clone(&self.metrics));
+                tokio::spawn(async move {
+                    let result = deliver_with_retries(&connector, &hook, body).await;
+                    metrics
+                        .webhook_deliveries
+                        .with_label_values(&[if result { "delivered" } else { "failed" }])
+                        .inc();
+                    drop(slot);
+                });
+            }
+        }
+    }
+}
+
+async fn deliver_with_retries(connector: &Connector, hook: &WebhookConfig, body: Bytes) -> bool {
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        match deliver(connector, hook, body.clone()).await {
+            Ok(()) => return true,
+            Err(reason) => {
+                tracing::warn!(url = %hook.url, attempt, %reason, "webhook delivery failed");
+            }
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+    false
+}
+
+/// One POST; success is any 2xx answer.
+async fn deliver(connector: &Connector, hook: &WebhookConfig, body: Bytes) -> Result<(), String> {
+    let addr = tokio::net::lookup_host((hook.host.as_str(), hook.port))
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", hook.host))?
+        .next()
+        .ok_or_else(|| format!("{} has no address", hook.host))?;
+    let mut peer = HttpPeer::new(addr, hook.https, hook.host.clone());
+    peer.options.connection_timeout = Some(REQUEST_TIMEOUT);
+    peer.options.read_timeout = Some(REQUEST_TIMEOUT);
+    peer.options.write_timeout = Some(REQUEST_TIMEOUT);
+    let (mut session, _) = connector
+        .get_http_session(&peer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut request =
+        RequestHeader::build("POST", hook.path.as_bytes(), Some(6)).map_err(|e| e.to_string())?;
+    let host = if hook.port == if hook.https { 443 } else { 80 } {
+        hook.host.clone()
+    } else {
+        format!("{}:{}", hook.host, hook.port)
+    };
+    let headers = [
+        ("host", host),
+        ("content-type", "application/json".to_owned()),
+        ("content-length", body.len().to_string()),
+        (
+            "user-agent",
+            format!("headland/{}", env!("CARGO_PKG_VERSION")),
+        ),
+    ];
+    for (name, value) in headers {
+        request
+            .insert_header(name, value)
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(secret) = &hook.secret {
+        request
+            .insert_header(SIGNATURE_HEADER, signature(secret, &body))
+            .map_err(|e| e.to_string())?;
+    }
+    session
+        .write_request_header(Box::new(request))
+        .await
+        .map_err(|e| e.to_string())?;
+    session
+        .write_request_body(body, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    session
+        .finish_request_body()
+        .await
+        .map_err(|e| e.to_string())?;
+    session
+        .read_response_header()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = session.response_header().map_or(0, |r| r.status.as_u16());
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("receiver answered {status}"))
+    }
+}
+
+/// `sha256=<hex of HMAC-SHA256(secret, body)>`, the form GitHub-style receivers check.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_rfc_4231_test_case_2() {
+        // RFC 4231 §4.3: key "Jefe", data "what do ya want for nothing?".
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

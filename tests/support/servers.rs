@@ -1,0 +1,228 @@
+//! Upstreams and receivers with behaviour a test controls: health that can be switched,
+//! servers that can be killed, servers that reset every request, and a webhook receiver.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Reads one request head (and a Content-Length body); `None` on close.
+async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<(String, String)>, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(len)) = request.parse(&buf) {
+            let line = format!(
+                "{} {}",
+                request.method.unwrap_or(""),
+                request.path.unwrap_or("")
+            );
+            let headers: Vec<(String, String)> = request
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let length: usize = headers
+                .iter()
+                .find(|(n, _)| n == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = buf[len..].to_vec();
+            while body.len() < length {
+                let n = stream.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+            return Some((line, headers, body));
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await
+}
+
+/// Answers every request with the status currently set (200 at first): a health endpoint
+/// an operator's app would expose, switched from healthy to failing and back.
+pub struct SwitchableUpstream {
+    pub addr: SocketAddr,
+    status: Arc<AtomicU16>,
+}
+
+impl SwitchableUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let status = Arc::new(AtomicU16::new(200));
+        let shared = Arc::clone(&status);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let status = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    while read_request(&mut stream).await.is_some() {
+                        let code = status.load(Ordering::SeqCst);
+                        if respond(&mut stream, code, "switchable").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, status }
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+}
+
+/// The real echo upstream on its own runtime, so that killing it closes every socket it
+/// has, listening and established, as a crashed process would.
+pub struct KillableUpstream {
+    pub addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl KillableUpstream {
+    pub fn start(name: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let name = name.to_owned();
+        runtime.spawn(async move {
+            let listener = TcpListener::from_std(std_listener).unwrap();
+            headland::demo::echo::serve(listener, name).await;
+        });
+        Self {
+            addr,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for KillableUpstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads each request in full, counts it, then closes the connection without answering:
+/// an app that crashes mid-request.
+pub struct ResettingUpstream {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl ResettingUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    if read_request(&mut stream).await.is_some() {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Dropping the stream closes it with no response.
+                });
+            }
+        });
+        Self { addr, requests }
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// One request a webhook receiver got.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub status_sent: u16,
+}
+
+impl Delivery {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A webhook receiver that answers with `statuses` in turn (then 200) and records every
+/// delivery attempt.
+pub struct WebhookReceiver {
+    pub addr: SocketAddr,
+    pub deliveries: Arc<Mutex<Vec<Delivery>>>,
+}
+
+impl WebhookReceiver {
+    pub async fn start(statuses: Vec<u16>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let deliveries: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+        let log = Arc::clone(&deliveries);
+        let statuses = Arc::new(Mutex::new(statuses.into_iter()));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (log, statuses) = (Arc::clone(&log), Arc::clone(&statuses));
+                tokio::spawn(async move {
+                    while let Some((_, headers, body)) = read_request(&mut stream).await {
+                        let status = statuses.lock().unwrap().next().unwrap_or(200);
+                        log.lock().unwrap().push(Delivery {
+                            headers,
+                            body,
+                            status_sent: status,
+                        });
+                        if respond(&mut stream, status, "").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, deliveries }
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
+}
