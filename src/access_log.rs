@@ -5,10 +5,10 @@
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
+use prometheus::IntCounter;
 use serde::Serialize;
 
 use crate::config::AccessLogOutput;
@@ -37,19 +37,20 @@ pub struct AccessRecord<'a> {
 #[derive(Debug)]
 pub struct AccessLog {
     sender: Option<SyncSender<Vec<u8>>>,
-    dropped: AtomicU64,
+    /// `headland_access_log_dropped_total`.
+    dropped: IntCounter,
 }
 
 // === impl AccessLog ===
 
 impl AccessLog {
     /// Opens `output` and starts the writer thread.
-    pub fn start(output: &AccessLogOutput) -> io::Result<Self> {
+    pub fn start(output: &AccessLogOutput, dropped: IntCounter) -> io::Result<Self> {
         let writer: Box<dyn Write + Send> = match output {
             AccessLogOutput::Off => {
                 return Ok(Self {
                     sender: None,
-                    dropped: AtomicU64::new(0),
+                    dropped,
                 })
             }
             AccessLogOutput::Stdout => Box::new(io::stdout()),
@@ -63,7 +64,7 @@ impl AccessLog {
             .spawn(move || write_lines(receiver, writer))?;
         Ok(Self {
             sender: Some(sender),
-            dropped: AtomicU64::new(0),
+            dropped,
         })
     }
 
@@ -79,13 +80,8 @@ impl AccessLog {
         }
         line.push(b'\n');
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(line) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.inc();
         }
-    }
-
-    /// Lines lost because the writer could not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 

@@ -42,8 +42,10 @@ pub enum StartError {
 
 /// Builds every service and runs until a shutdown signal; does not return on success.
 pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
-    let access_log = Arc::new(AccessLog::start(&config.access_log).map_err(StartError::AccessLog)?);
     let metrics = Arc::new(Metrics::new().map_err(StartError::Metrics)?);
+    let access_log = AccessLog::start(&config.access_log, metrics.access_log_dropped.clone())
+        .map_err(StartError::AccessLog)?;
+    let access_log = Arc::new(access_log);
     let listen = config.listen.clone();
     let server_conf = server_conf(&config);
     let snapshots = Arc::new(SnapshotCell::new(Snapshot::build(config, 1, None)));
