@@ -76,7 +76,10 @@ impl Headland {
             let mut child = Command::new(binary())
                 .args(["run", "--config"])
                 .arg(&config_path)
-                .env("RUST_LOG", "warn")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("HEADLAND_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
