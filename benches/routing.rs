@@ -23,6 +23,7 @@ fn routes(n: usize) -> Vec<RouteConfig> {
         action: action.clone(),
         fallback: None,
         max_body_size: None,
+        rate_limit: None,
     };
     let mut routes = Vec::with_capacity(n);
     let mut i = 0;
@@ -46,7 +47,7 @@ fn routes(n: usize) -> Vec<RouteConfig> {
 fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_lookup");
     for n in [10, 1_000, 100_000] {
-        let table = RouteTable::new(&routes(n), &[]);
+        let table = RouteTable::new(&routes(n), &[], &[]);
         let requests = [
             ("tenant3.example.com", "/api/v2/admin/users"),
             ("tenant1.example.com", "/static/app.js"),

@@ -5,9 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use headland::admin::client::post_reload;
 use headland::config::{self, ConfigError};
 use headland::demo::{self, DemoAddrs};
+use headland::pid_file;
 use headland::server::{self, StartOptions};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +33,12 @@ enum Command {
         /// Take over the listening sockets of a running instance (zero-downtime upgrade).
         #[arg(long)]
         upgrade: bool,
+    },
+    /// Ask the running instance to reload its configuration: over the admin API when
+    /// `admin_token_file` is set (and report the outcome), else by SIGHUP to the pid file.
+    Reload {
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// Validate a configuration file; print every error as FILE:LINE:COL: message.
     Check {
@@ -52,16 +62,17 @@ fn main() -> ExitCode {
         Command::Run {
             config: path,
             upgrade,
-        } => match config::load(&path) {
-            Ok(config) => {
+        } => match config::load_with_text(&path) {
+            Ok((config, text)) => {
                 let options = StartOptions {
                     upgrade,
-                    config_path: Some(path),
+                    source: Some((path, text)),
                 };
                 server::run(config, options).map_err(anyhow::Error::from)
             }
             Err(error) => return config_failed(&error),
         },
+        Command::Reload { config } => return reload(&config),
         Command::Demo { http, admin } => run_demo(DemoAddrs { http, admin }),
     };
     match result {
@@ -85,6 +96,52 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => config_failed(&error),
+    }
+}
+
+fn reload(path: &Path) -> ExitCode {
+    // The running instance would reject an invalid file too; say so without bothering it.
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(error) => return config_failed(&error),
+    };
+    if let (Some(admin), Some(token)) = (config.listen.admin, &config.admin_token) {
+        return match post_reload(admin, &token.0) {
+            Ok((200, body)) => {
+                print!("{body}");
+                ExitCode::SUCCESS
+            }
+            Ok((status, body)) => {
+                eprint!("reload failed ({status}): {body}");
+                ExitCode::FAILURE
+            }
+            Err(error) => {
+                eprintln!("cannot reach the admin API at {admin}: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let state_dir = &config.node.state_dir;
+    let sent = pid_file::read(state_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|pid| {
+            kill(Pid::from_raw(pid), Signal::SIGHUP)
+                .map(|()| pid)
+                .map_err(|e| format!("cannot signal process {pid}: {e}"))
+        });
+    match sent {
+        Ok(pid) => {
+            println!("sent SIGHUP to process {pid}; its log says whether the reload was accepted");
+            println!("(set [listen] admin_token_file to get the outcome here)");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "cannot reload via {}: {error}",
+                pid_file::path(state_dir).display()
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 

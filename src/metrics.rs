@@ -13,6 +13,7 @@ pub const UPSTREAM_UP: &str = "headland_upstream_up";
 pub const HEALTH_CHECKS: &str = "headland_upstream_health_checks_total";
 pub const CONNECT_ERRORS: &str = "headland_upstream_connect_errors_total";
 pub const RETRIES: &str = "headland_upstream_retries_total";
+pub const RATELIMIT_REJECTED: &str = "headland_ratelimit_rejected_total";
 pub const EJECTIONS: &str = "headland_upstream_ejections_total";
 pub const CONFIG_RELOADS: &str = "headland_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "headland_config_generation";
@@ -39,6 +40,7 @@ pub struct Metrics {
     pub connect_errors: IntCounterVec,
     pub retries: IntCounterVec,
     pub ejections: IntCounterVec,
+    pub ratelimit_rejected: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub webhook_deliveries: IntCounterVec,
@@ -93,6 +95,11 @@ impl Metrics {
             "Servers taken out of rotation by passive health (consecutive failures).",
             &["upstream", "server"],
         )?;
+        let ratelimit_rejected = counter(
+            RATELIMIT_REJECTED,
+            "Requests answered 429 by a rate limit, by route.",
+            &["route"],
+        )?;
         let config_reloads = counter(
             CONFIG_RELOADS,
             "Configuration reloads, by result (ok or error).",
@@ -146,6 +153,7 @@ impl Metrics {
             connect_errors,
             retries,
             ejections,
+            ratelimit_rejected,
             config_reloads,
             config_generation,
             webhook_deliveries,

@@ -1,17 +1,21 @@
 //! Configuration reload: read and validate the file again, build the next snapshot off the
 //! request path, swap it in. A file with errors changes nothing; the running snapshot keeps
-//! serving and the located errors are logged.
+//! serving and the located errors are logged, counted and kept for `GET /config`.
 //!
-//! Triggered by SIGHUP today; the admin API and file watching join later.
+//! Triggers: SIGHUP, `POST /reload` on the admin API (and so `headland reload`), and, with
+//! `[node] watch_config`, a change of the file itself.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::access_log::timestamp;
 use crate::config::{self, ConfigError};
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -22,25 +26,66 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     /// Reloads run one at a time so generations stay in order.
     running: tokio::sync::Mutex<()>,
+    status: Mutex<ReloadStatus>,
 }
 
 /// What a successful reload did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reloaded {
     pub generation: u64,
     /// Listener changes need new sockets, which only a restart or binary upgrade can open.
     pub listen_changed: bool,
 }
 
+/// What `GET /config` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadStatus {
+    pub generation: u64,
+    pub file: String,
+    /// SHA-256 of the file text in use, hex.
+    pub sha256: String,
+    pub loaded_at: String,
+    pub last_error: Option<ReloadError>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadError {
+    pub at: String,
+    pub errors: String,
+}
+
+/// Reloads on SIGHUP.
+pub struct ReloadOnSignal(pub Arc<Reloader>);
+
+/// Reloads when the file changes: polled (no platform watcher needed), noticing in-place
+/// writes and atomic renames alike, and debounced so a half-written file is not read.
+pub struct ReloadOnChange(pub Arc<Reloader>);
+
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
 // === impl Reloader ===
 
 impl Reloader {
-    pub fn new(path: PathBuf, snapshots: Arc<SnapshotCell>, metrics: Arc<Metrics>) -> Self {
+    /// `text` is the file text the running snapshot was built from.
+    pub fn new(
+        path: PathBuf,
+        text: &str,
+        snapshots: Arc<SnapshotCell>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let status = ReloadStatus {
+            generation: snapshots.load().generation,
+            file: path.display().to_string(),
+            sha256: sha256_hex(text.as_bytes()),
+            loaded_at: timestamp(SystemTime::now()),
+            last_error: None,
+        };
         Self {
             path,
             snapshots,
             metrics,
             running: tokio::sync::Mutex::new(()),
+            status: Mutex::new(status),
         }
     }
 
@@ -52,22 +97,45 @@ impl Reloader {
             .config_reloads
             .with_label_values(&[label])
             .inc();
+        match &result {
+            Ok(done) => {
+                tracing::info!(generation = done.generation, "configuration reloaded");
+                if done.listen_changed {
+                    tracing::warn!("listen addresses changed: they apply after a restart or a binary upgrade (--upgrade)");
+                }
+            }
+            Err(error) => {
+                tracing::error!(
+                    "configuration reload rejected, still serving the previous one:\n{error}"
+                );
+                if let Ok(mut status) = self.status.lock() {
+                    status.last_error = Some(ReloadError {
+                        at: timestamp(SystemTime::now()),
+                        errors: error.to_string(),
+                    });
+                }
+            }
+        }
         result
+    }
+
+    pub fn status(&self) -> Option<ReloadStatus> {
+        self.status.lock().ok().map(|s| s.clone())
     }
 
     async fn build_and_publish(&self) -> Result<Reloaded, ConfigError> {
         let path = self.path.clone();
-        // Reading and building can take a while for large configs: keep it off the runtime.
         let snapshots = Arc::clone(&self.snapshots);
+        // Reading and building can take a while for large configs: keep it off the runtime.
         let built = tokio::task::spawn_blocking(move || {
-            let config = config::load(&path)?;
+            let (config, text) = config::load_with_text(&path)?;
             let current = snapshots.load();
             let listen_changed = config.listen != current.config.listen;
             let next = Snapshot::build(config, current.generation + 1, Some(&current));
-            Ok::<_, ConfigError>((next, listen_changed))
+            Ok::<_, ConfigError>((next, listen_changed, text))
         })
         .await;
-        let (next, listen_changed) = match built {
+        let (next, listen_changed, text) = match built {
             Ok(result) => result?,
             Err(join_error) => {
                 return Err(ConfigError::Read {
@@ -78,15 +146,34 @@ impl Reloader {
         };
         let generation = next.generation;
         self.snapshots.publish(next);
+        if let Ok(mut status) = self.status.lock() {
+            status.generation = generation;
+            status.sha256 = sha256_hex(text.as_bytes());
+            status.loaded_at = timestamp(SystemTime::now());
+        }
         Ok(Reloaded {
             generation,
             listen_changed,
         })
     }
+
+    /// What identifies the file's current content on disk, cheaply.
+    fn fingerprint(&self) -> Option<(SystemTime, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(&self.path).ok()?;
+        Some((metadata.modified().ok()?, metadata.len(), metadata.ino()))
+    }
 }
 
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// === impl ReloadOnSignal ===
+
 #[async_trait]
-impl BackgroundService for Reloader {
+impl BackgroundService for ReloadOnSignal {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut hangups = match signal(SignalKind::hangup()) {
             Ok(stream) => stream,
@@ -100,19 +187,38 @@ impl BackgroundService for Reloader {
                 _ = hangups.recv() => {}
                 _ = shutdown.changed() => return,
             }
-            match self.reload().await {
-                Ok(done) => {
-                    tracing::info!(generation = done.generation, "configuration reloaded");
-                    if done.listen_changed {
-                        tracing::warn!("listen addresses changed: they apply after a restart or a binary upgrade (--upgrade)");
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(
-                        "configuration reload rejected, still serving the previous one:\n{error}"
-                    );
-                }
+            // Outcome is logged and counted by `reload`.
+            let _ = self.0.reload().await;
+        }
+    }
+}
+
+// === impl ReloadOnChange ===
+
+#[async_trait]
+impl BackgroundService for ReloadOnChange {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut seen = self.0.fingerprint();
+        let mut ticks = tokio::time::interval(WATCH_EVERY);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = shutdown.changed() => return,
             }
+            let now = self.0.fingerprint();
+            if now == seen || now.is_none() {
+                // Unchanged, or missing mid-rename: look again next tick.
+                continue;
+            }
+            // Debounce: wait until two looks in a row agree, so editors that write in
+            // several steps are read once, complete.
+            tokio::time::sleep(WATCH_EVERY).await;
+            let settled = self.0.fingerprint();
+            if settled != now {
+                continue;
+            }
+            seen = settled;
+            let _ = self.0.reload().await;
         }
     }
 }

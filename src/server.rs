@@ -15,8 +15,10 @@ use crate::access_log::AccessLog;
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::pid_file;
 use crate::proxy::HeadlandProxy;
-use crate::reload::Reloader;
+use crate::ratelimit::LimiterHousekeeping;
+use crate::reload::{ReloadOnChange, ReloadOnSignal, Reloader};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::registry::{HealthRegistry, HealthService};
 use crate::webhook::Webhooks;
@@ -26,8 +28,9 @@ use crate::webhook::Webhooks;
 pub struct StartOptions {
     /// Take the listening sockets over from a running instance (Pingora's graceful upgrade).
     pub upgrade: bool,
-    /// The file the configuration came from; SIGHUP reloads it. `None` (the demo): no reload.
-    pub config_path: Option<PathBuf>,
+    /// The file the configuration came from and its text; reloads read the file again.
+    /// `None` (the demo): no reload.
+    pub source: Option<(PathBuf, String)>,
 }
 
 /// Why the server could not start.
@@ -47,7 +50,11 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         .map_err(StartError::AccessLog)?;
     let access_log = Arc::new(access_log);
     let listen = config.listen.clone();
+    let watch_config = config.node.watch_config;
     let server_conf = server_conf(&config);
+    if let Err(error) = pid_file::write(&config.node.state_dir) {
+        tracing::warn!(%error, dir = %config.node.state_dir.display(), "cannot write the pid file; `headland reload` will need the admin API");
+    }
     let snapshots = Arc::new(SnapshotCell::new(Snapshot::build(config, 1, None)));
 
     let opt = Opt {
@@ -67,8 +74,33 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     }
     server.add_service(proxy);
 
+    let reloader = options.source.map(|(path, text)| {
+        Arc::new(Reloader::new(
+            path,
+            &text,
+            Arc::clone(&snapshots),
+            Arc::clone(&metrics),
+        ))
+    });
+    if let Some(reloader) = &reloader {
+        server.add_service(background_service(
+            "reload on SIGHUP",
+            ReloadOnSignal(Arc::clone(reloader)),
+        ));
+        if watch_config {
+            server.add_service(background_service(
+                "reload on file change",
+                ReloadOnChange(Arc::clone(reloader)),
+            ));
+        }
+    }
+
     if let Some(admin_addr) = listen.admin {
-        let app = AdminApp::new(Arc::clone(&snapshots), Arc::clone(&metrics));
+        let app = AdminApp::new(
+            Arc::clone(&snapshots),
+            Arc::clone(&metrics),
+            reloader.clone(),
+        );
         let mut admin = Service::new("headland admin".to_owned(), app);
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
@@ -86,10 +118,10 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     };
     server.add_service(background_service("health checks", health));
 
-    if let Some(path) = options.config_path {
-        let reloader = Reloader::new(path, Arc::clone(&snapshots), Arc::clone(&metrics));
-        server.add_service(background_service("config reload", reloader));
-    }
+    let housekeeping = LimiterHousekeeping {
+        snapshots: Arc::clone(&snapshots),
+    };
+    server.add_service(background_service("rate-limit housekeeping", housekeeping));
 
     for addr in &listen.http {
         tracing::info!(%addr, "http listener");

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::client_ip::ClientIpPolicy;
 use crate::config::Config;
 use crate::proxy::route_table::RouteTable;
+use crate::ratelimit::Limiter;
 use crate::upstream::Pool;
 
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// In config order: `pools[i]` belongs to `config.upstreams[i]`.
     pub pools: Vec<Arc<Pool>>,
+    /// In config order, like `config.rate_limits`.
+    pub limiters: Vec<Arc<Limiter>>,
     pub client_ip: ClientIpPolicy,
 }
 
@@ -44,13 +47,25 @@ impl Snapshot {
                 Arc::new(Pool::new(upstream, old.map(Arc::as_ref)))
             })
             .collect();
-        let routes = RouteTable::new(&config.routes, &pools);
+        // A limit whose settings did not change keeps its counters across the reload.
+        let limiters: Vec<Arc<Limiter>> = config
+            .rate_limits
+            .iter()
+            .map(|limit| {
+                previous
+                    .and_then(|p| p.limiters.iter().find(|l| l.config == *limit))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Limiter::new(limit.clone())))
+            })
+            .collect();
+        let routes = RouteTable::new(&config.routes, &pools, &limiters);
         let client_ip = ClientIpPolicy::new(&config.client_ip);
         Self {
             generation,
             config,
             routes,
             pools,
+            limiters,
             client_ip,
         }
     }

@@ -61,3 +61,136 @@ async fn sighup_applies_a_valid_file_and_keeps_serving_through_an_invalid_one() 
     proxy.signal("HUP");
     wait_served_by(&proxy, "a").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_reloads_under_load_drop_no_request() {
+    let a = echo_upstream("a").await;
+    let b = echo_upstream("b").await;
+    let proxy = Headland::start(&routes_to("a", a, b));
+    let http = proxy.http;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline
+                {
+                    let response = get(http, "app.test", "/").await;
+                    if response.status == 200 {
+                        ok += 1;
+                    } else {
+                        failed.push(response.status);
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+
+    let mut expected = "a";
+    for round in 0..50 {
+        if round % 2 == 0 {
+            expected = if expected == "a" { "b" } else { "a" };
+            proxy.write_config(&routes_to(expected, a, b));
+            let (status, body) = proxy.reload().await;
+            assert_eq!(status, 200, "round {round}: {body}");
+            assert_eq!(body["listen_changed"], false);
+        } else {
+            proxy.write_config(&routes_to("kongg", a, b));
+            let (status, body) = proxy.reload().await;
+            assert_eq!(status, 422, "round {round}: {body}");
+            let errors = body["errors"].as_str().unwrap();
+            assert!(
+                errors.contains("headland.toml:") && errors.contains("unknown upstream \"kongg\""),
+                "located error expected: {errors}"
+            );
+        }
+        // Visible right after the reload returns: no waiting, no polling.
+        let response = get(http, "app.test", "/").await;
+        assert_eq!(response.served_by(), expected, "round {round}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        let (ok, failed) = client.await.unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 100, "the loop ran ({total} requests)");
+
+    let config = get(proxy.admin, "admin", "/config").await.json();
+    assert_eq!(
+        config["generation"], 26,
+        "25 accepted reloads after the first load"
+    );
+    assert!(config["last_error"]["errors"]
+        .as_str()
+        .unwrap()
+        .contains("kongg"));
+    assert_eq!(config["sha256"].as_str().unwrap().len(), 64);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics.count("headland_config_reloads_total", &[("result", "ok")]),
+        25.0
+    );
+    assert_eq!(
+        metrics.count("headland_config_reloads_total", &[("result", "error")]),
+        25.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_requires_the_admin_token() {
+    let a = echo_upstream("a").await;
+    let proxy = Headland::start(&routes_to("a", a, a));
+    for auth in ["", "Authorization: Bearer wrong\r\n"] {
+        let raw = format!("POST /reload HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+        assert_eq!(support::request(proxy.admin, &raw).await.status, 401);
+    }
+    let raw = "GET /reload HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+    assert_eq!(support::request(proxy.admin, raw).await.status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headland_reload_command_reports_the_outcome() {
+    let a = echo_upstream("a").await;
+    let b = echo_upstream("b").await;
+    let proxy = Headland::start(&routes_to("a", a, b));
+    proxy.write_config(&routes_to("b", a, b));
+    let output = std::process::Command::new(support::binary())
+        .args(["reload", "--config"])
+        .arg(proxy.config_path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("\"generation\":2"));
+    assert_eq!(get(proxy.http, "app.test", "/").await.served_by(), "b");
+
+    proxy.write_config(&routes_to("kongg", a, b));
+    let output = std::process::Command::new(support::binary())
+        .args(["reload", "--config"])
+        .arg(proxy.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown upstream \"kongg\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watched_file_reloads_itself_even_when_replaced_by_rename() {
+    let a = echo_upstream("a").await;
+    let b = echo_upstream("b").await;
+    let proxy = Headland::start_with(&routes_to("a", a, b), "", "watch_config = true");
+    assert_eq!(get(proxy.http, "app.test", "/").await.served_by(), "a");
+    // write_config writes a temporary file and renames it over the old one.
+    proxy.write_config(&routes_to("b", a, b));
+    wait_served_by(&proxy, "b").await;
+    proxy.write_config(&routes_to("a", a, b));
+    wait_served_by(&proxy, "a").await;
+}

@@ -1,27 +1,52 @@
-//! The admin listener (loopback by default): `/healthz` (the process is alive) and
-//! `/metrics` (Prometheus text format). Reload and config status join it later.
+//! The admin listener (loopback by default):
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /config` | generation, file, SHA-256, load time, last reload error (JSON) |
+//! | `POST /reload` | reload now; needs `Authorization: Bearer <token>` |
+
+pub mod client;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::Response;
+use http::{Method, Response};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde_json::json;
 
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::snapshot::SnapshotCell;
 
 /// Answers the admin API's requests.
 pub struct AdminApp {
     snapshots: Arc<SnapshotCell>,
     metrics: Arc<Metrics>,
+    /// `None` when there is no file to reload from (the demo).
+    reloader: Option<Arc<Reloader>>,
 }
+
+type Answer = (u16, &'static str, Vec<u8>);
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
 
 // === impl AdminApp ===
 
 impl AdminApp {
-    pub fn new(snapshots: Arc<SnapshotCell>, metrics: Arc<Metrics>) -> Self {
-        Self { snapshots, metrics }
+    pub fn new(
+        snapshots: Arc<SnapshotCell>,
+        metrics: Arc<Metrics>,
+        reloader: Option<Arc<Reloader>>,
+    ) -> Self {
+        Self {
+            snapshots,
+            metrics,
+            reloader,
+        }
     }
 
     /// Gauges that mirror current state are set at scrape time, so they are never stale and
@@ -41,14 +66,65 @@ impl AdminApp {
             }
         }
     }
+
+    fn config_status(&self) -> Answer {
+        match self.reloader.as_ref().and_then(|r| r.status()) {
+            Some(status) => json_answer(200, &status),
+            None => {
+                let generation = self.snapshots.load().generation;
+                json_answer(200, &json!({ "generation": generation, "file": null }))
+            }
+        }
+    }
+
+    async fn reload(&self, session: &ServerSession) -> Answer {
+        let snapshot = self.snapshots.load();
+        let Some(expected) = &snapshot.config.admin_token else {
+            return json_answer(
+                403,
+                &json!({ "error": "reload over the admin API is off: set [listen] admin_token_file" }),
+            );
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if !presented.is_some_and(|token| constant_time_eq(token, &expected.0)) {
+            return json_answer(401, &json!({ "error": "missing or wrong admin token" }));
+        }
+        let Some(reloader) = &self.reloader else {
+            return json_answer(
+                409,
+                &json!({ "error": "this instance was not started from a configuration file" }),
+            );
+        };
+        match reloader.reload().await {
+            Ok(done) => {
+                let warning = done
+                    .listen_changed
+                    .then_some("listen addresses changed: they apply after a restart or a binary upgrade (--upgrade)");
+                json_answer(
+                    200,
+                    &json!({ "generation": done.generation, "listen_changed": done.listen_changed, "warning": warning }),
+                )
+            }
+            Err(error) => json_answer(
+                422,
+                &json!({ "error": "configuration rejected; still serving the previous one", "errors": error.to_string() }),
+            ),
+        }
+    }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (status, content_type, body) = match session.req_header().uri.path() {
-            "/healthz" => (200, "text/plain; charset=utf-8", b"ok\n".to_vec()),
-            "/metrics" => {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_owned();
+        let (status, content_type, body) = match (method, path.as_str()) {
+            (Method::GET, "/healthz") => (200, TEXT, b"ok\n".to_vec()),
+            (Method::GET, "/metrics") => {
                 self.refresh_state_gauges();
                 (
                     200,
@@ -56,9 +132,14 @@ impl ServeHttp for AdminApp {
                     self.metrics.render(),
                 )
             }
+            (Method::GET, "/config") => self.config_status(),
+            (Method::POST, "/reload") => self.reload(session).await,
+            (_, "/healthz" | "/metrics" | "/config" | "/reload") => {
+                (405, TEXT, b"405 Method Not Allowed\n".to_vec())
+            }
             _ => (
                 404,
-                "text/plain; charset=utf-8",
+                TEXT,
                 b"404 Not Found: unknown admin endpoint\n".to_vec(),
             ),
         };
@@ -70,4 +151,15 @@ impl ServeHttp for AdminApp {
         );
         response
     }
+}
+
+fn json_answer(status: u16, value: &impl serde::Serialize) -> Answer {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    (status, JSON, body)
+}
+
+/// Compares without an early exit, so response timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

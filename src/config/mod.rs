@@ -6,6 +6,7 @@
 
 mod error;
 mod health;
+mod rate_limit;
 mod raw;
 mod units;
 mod validate;
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 
 pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
 pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
+pub use rate_limit::RateLimitConfig;
 pub use units::{parse_duration, parse_size};
 pub use webhook::{WebhookConfig, EVENT_NAMES};
 
@@ -34,6 +36,21 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub webhooks: Vec<WebhookConfig>,
+    /// Sorted by name; routes refer to them by index.
+    pub rate_limits: Vec<RateLimitConfig>,
+    /// Bearer token for the admin API's mutations (`POST /reload`). Default: none, which
+    /// turns mutations off.
+    pub admin_token: Option<Secret>,
+}
+
+/// Bytes that must never reach a log line or an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +63,8 @@ pub struct NodeConfig {
     pub state_dir: PathBuf,
     /// Worker threads for the proxy. Default: the number of CPUs.
     pub threads: usize,
+    /// Reload when the configuration file changes (polled, debounced). Default: false.
+    pub watch_config: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +160,8 @@ pub struct RouteConfig {
     pub fallback: Option<Fallback>,
     /// Largest request body accepted; `None` = unlimited. Default: 128 MiB.
     pub max_body_size: Option<u64>,
+    /// Index into `Config::rate_limits`. Default: none.
+    pub rate_limit: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -183,12 +204,19 @@ pub struct Redirect {
 
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_text(path).map(|(config, _)| config)
+}
+
+/// Like `load`, also returning the text that was validated (to fingerprint it).
+pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    parse(&text, &path.display().to_string(), base_dir).map_err(ConfigError::Invalid)
+    let config =
+        parse(&text, &path.display().to_string(), base_dir).map_err(ConfigError::Invalid)?;
+    Ok((config, text))
 }
 
 /// Validates configuration text. `file` names it in errors; relative paths in it are resolved

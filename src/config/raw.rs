@@ -24,6 +24,18 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub webhooks: Vec<Spanned<RawWebhook>>,
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, Spanned<RawRateLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub rate: Spanned<String>,
+    pub burst: Option<Spanned<i64>>,
+    pub ipv6_prefix: Option<Spanned<i64>>,
+    pub allow: Option<Vec<Spanned<String>>>,
+    pub max_keys: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +53,7 @@ pub struct RawNode {
     pub region: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
     pub threads: Option<Spanned<i64>>,
+    pub watch_config: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +61,7 @@ pub struct RawNode {
 pub struct RawListen {
     pub http: Option<Spanned<Vec<Spanned<String>>>>,
     pub admin: Option<Spanned<String>>,
+    pub admin_token_file: Option<Spanned<String>>,
     pub h2c: Option<bool>,
 }
 
@@ -116,6 +130,7 @@ pub struct RawRoute {
     pub redirect: Option<Spanned<RawRedirect>>,
     pub fallback: Option<RawFallback>,
     pub max_body_size: Option<Spanned<String>>,
+    pub rate_limit: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

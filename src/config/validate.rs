@@ -16,8 +16,8 @@ use super::raw::{RawConfig, RawListen, RawNode, RawRoute, RawUpstream};
 use super::units::{parse_duration, parse_size};
 use super::{
     AccessLogOutput, Balance, ClientIpConfig, ClientIpHeader, Config, Fallback, HostPattern,
-    ListenConfig, NodeConfig, PassiveHealth, Redirect, RouteAction, RouteConfig, UpstreamConfig,
-    UpstreamTimeouts,
+    ListenConfig, NodeConfig, PassiveHealth, RateLimitConfig, Redirect, RouteAction, RouteConfig,
+    Secret, UpstreamConfig, UpstreamTimeouts,
 };
 use crate::host::normalize_host;
 
@@ -66,7 +66,17 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         .iter()
         .map(|(name, upstream)| self::upstream(name, upstream, &mut sink))
         .collect();
-    let routes = routes(&raw.routes, &upstreams, base_dir, &mut sink);
+    let rate_limits: Vec<_> = raw
+        .rate_limits
+        .iter()
+        .filter_map(|(name, limit)| super::rate_limit::rate_limit(name, limit, &mut sink))
+        .collect();
+    let routes = routes(&raw.routes, &upstreams, &rate_limits, base_dir, &mut sink);
+    let admin_token = raw
+        .listen
+        .admin_token_file
+        .as_ref()
+        .and_then(|file| read_secret(file, "admin_token_file", base_dir, &mut sink));
     let webhooks = raw
         .webhooks
         .iter()
@@ -84,6 +94,8 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         upstreams,
         routes,
         webhooks,
+        rate_limits,
+        admin_token,
     })
 }
 
@@ -120,6 +132,7 @@ fn node(raw: &RawNode, base_dir: &Path, sink: &mut ErrorSink<'_>) -> NodeConfig 
             None => PathBuf::from(DEFAULT_STATE_DIR),
         },
         threads,
+        watch_config: raw.watch_config.unwrap_or(false),
     }
 }
 
@@ -431,6 +444,34 @@ fn passive(
     passive
 }
 
+/// Reads a secret from a file, trimmed. Errors name the file and the reason, never the
+/// contents.
+pub(super) fn read_secret(
+    file: &Spanned<String>,
+    key: &str,
+    base_dir: &Path,
+    sink: &mut ErrorSink<'_>,
+) -> Option<Secret> {
+    let path = base_dir.join(file.get_ref());
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.trim_ascii().is_empty() => {
+            sink.at(
+                file.span(),
+                format!("{key} \"{}\" is empty", file.get_ref()),
+            );
+            None
+        }
+        Ok(bytes) => Some(Secret(bytes.trim_ascii().to_vec())),
+        Err(error) => {
+            sink.at(
+                file.span(),
+                format!("cannot read {key} \"{}\": {error}", file.get_ref()),
+            );
+            None
+        }
+    }
+}
+
 /// `IP:PORT`, `[v6]:PORT`, or `localhost:PORT` (what nginx configs usually say).
 fn parse_server_addr(text: &str) -> Option<SocketAddr> {
     if let Some(port) = text.strip_prefix("localhost:") {
@@ -445,6 +486,7 @@ fn parse_server_addr(text: &str) -> Option<SocketAddr> {
 fn routes(
     raw: &[Spanned<RawRoute>],
     upstreams: &[UpstreamConfig],
+    rate_limits: &[RateLimitConfig],
     base_dir: &Path,
     sink: &mut ErrorSink<'_>,
 ) -> Vec<RouteConfig> {
@@ -452,7 +494,7 @@ fn routes(
     let mut seen_names: HashMap<String, usize> = HashMap::new();
     let mut routes = Vec::with_capacity(raw.len());
     for spanned in raw {
-        let Some(route) = self::route(spanned, upstreams, base_dir, sink) else {
+        let Some(route) = self::route(spanned, upstreams, rate_limits, base_dir, sink) else {
             continue;
         };
         let line = sink.line_of(spanned.span());
@@ -489,6 +531,7 @@ fn routes(
 fn route(
     spanned: &Spanned<RawRoute>,
     upstreams: &[UpstreamConfig],
+    rate_limits: &[RateLimitConfig],
     base_dir: &Path,
     sink: &mut ErrorSink<'_>,
 ) -> Option<RouteConfig> {
@@ -595,6 +638,20 @@ fn route(
             }
         },
     };
+    let rate_limit = raw.rate_limit.as_ref().and_then(|name| {
+        let wanted = name.get_ref();
+        let found = rate_limits.iter().position(|l| &l.name == wanted);
+        if found.is_none() {
+            let hint = did_you_mean(wanted, rate_limits.iter().map(|l| l.name.as_str()))
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .unwrap_or_default();
+            sink.at(
+                name.span(),
+                format!("unknown rate limit \"{wanted}\"{hint}"),
+            );
+        }
+        found
+    });
     if sink.len() > errors_before {
         return None;
     }
@@ -611,6 +668,7 @@ fn route(
         action,
         fallback,
         max_body_size,
+        rate_limit,
     })
 }
 

@@ -58,32 +58,11 @@ pub fn webhook(
             format!("webhook url \"{url}\" must be http:// or https:// with a host, e.g. \"https://hooks.example.com/headland\""),
         );
     }
-    let secret = raw.secret_file.as_ref().and_then(|file| {
-        let path = base_dir.join(file.get_ref());
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let trimmed = bytes.trim_ascii().to_vec();
-                if trimmed.is_empty() {
-                    sink.at(
-                        file.span(),
-                        format!("webhook secret_file \"{}\" is empty", file.get_ref()),
-                    );
-                }
-                Some(trimmed)
-            }
-            Err(error) => {
-                // The error names the file and the reason, never its contents.
-                sink.at(
-                    file.span(),
-                    format!(
-                        "cannot read webhook secret_file \"{}\": {error}",
-                        file.get_ref()
-                    ),
-                );
-                None
-            }
-        }
-    });
+    let secret = raw
+        .secret_file
+        .as_ref()
+        .and_then(|file| super::validate::read_secret(file, "webhook secret_file", base_dir, sink))
+        .map(|secret| secret.0);
     let events = match &raw.events {
         None => EVENT_NAMES.iter().map(|e| (*e).to_owned()).collect(),
         Some(events) => events

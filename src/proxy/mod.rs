@@ -29,6 +29,7 @@ use crate::access_log::{self, AccessLog, AccessRecord};
 use crate::config::Balance;
 use crate::host::normalize_authority;
 use crate::metrics::{self, Metrics};
+use crate::ratelimit::{Decision, RateLimitInfo};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::{InFlight, Pool, Tried};
 use forwarded::Downstream;
@@ -58,6 +59,8 @@ pub struct RequestCtx {
     retries: u32,
     in_flight: Option<InFlight>,
     route_in_flight: Option<IntGauge>,
+    /// The rate limit's verdict, echoed in `RateLimit-*` response headers.
+    rate_limit: Option<RateLimitInfo>,
     request_body_bytes: u64,
 }
 
@@ -142,6 +145,27 @@ impl HeadlandProxy {
             .with_label_values(&[&route.name]);
         gauge.inc();
         ctx.route_in_flight = Some(gauge);
+
+        if let (Some(limiter), Some(client)) = (&route.rate_limit, ctx.client_ip) {
+            match limiter.check(client) {
+                Decision::Exempt => {}
+                Decision::Allowed(info) => ctx.rate_limit = Some(info),
+                Decision::Rejected(info) => {
+                    self.metrics
+                        .ratelimit_rejected
+                        .with_label_values(&[&route.name])
+                        .inc();
+                    let headers = rate_limit_headers(&info);
+                    let retry_after = info.retry_after_secs.to_string();
+                    let mut extra: Vec<(&'static str, &str)> =
+                        headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                    extra.push(("retry-after", &retry_after));
+                    let body = responses::error_body(429, "rate limit exceeded, slow down");
+                    responses::plain(session, 429, body, &ctx.request_id, &extra).await?;
+                    return Ok(true);
+                }
+            }
+        }
 
         let pool = match &route.target {
             RouteTarget::Redirect(redirect) => {
@@ -317,6 +341,7 @@ impl ProxyHttp for HeadlandProxy {
             retries: 0,
             in_flight: None,
             route_in_flight: None,
+            rate_limit: None,
             request_body_bytes: 0,
         }
     }
@@ -450,6 +475,11 @@ impl ProxyHttp for HeadlandProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(forwarded::X_REQUEST_ID, &ctx.request_id)?;
+        if let Some(info) = &ctx.rate_limit {
+            for (name, value) in rate_limit_headers(info) {
+                upstream_response.insert_header(name, value)?;
+            }
+        }
         Ok(())
     }
 
@@ -530,6 +560,16 @@ impl ProxyHttp for HeadlandProxy {
             request_id: &ctx.request_id,
         });
     }
+}
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` (draft-ietf-httpapi-ratelimit-headers):
+/// the burst, what is left of it, and seconds until it is full again.
+fn rate_limit_headers(info: &RateLimitInfo) -> [(&'static str, String); 3] {
+    [
+        ("ratelimit-limit", info.limit.to_string()),
+        ("ratelimit-remaining", info.remaining.to_string()),
+        ("ratelimit-reset", info.reset_secs.to_string()),
+    ]
 }
 
 /// Hash of what `consistent_hash` keys on: the configured header, else the client IP.

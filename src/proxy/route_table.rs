@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Fallback, HostPattern, Redirect, RouteAction, RouteConfig};
+use crate::ratelimit::Limiter;
 use crate::upstream::Pool;
 
 /// One `[[routes]]` entry, resolved.
@@ -20,6 +21,7 @@ pub struct Route {
     pub target: RouteTarget,
     pub fallback: Option<RouteFallback>,
     pub max_body_size: Option<u64>,
+    pub rate_limit: Option<Arc<Limiter>>,
 }
 
 /// What answers when the route's pool cannot.
@@ -56,7 +58,7 @@ struct PathTable {
 
 impl RouteTable {
     /// Indexes `routes`; `pools[i]` is the pool of upstream `i` in the same config.
-    pub fn new(configs: &[RouteConfig], pools: &[Arc<Pool>]) -> Self {
+    pub fn new(configs: &[RouteConfig], pools: &[Arc<Pool>], limiters: &[Arc<Limiter>]) -> Self {
         let mut table = RouteTable::default();
         for config in configs {
             let target = match &config.action {
@@ -81,6 +83,7 @@ impl RouteTable {
                     }
                 },
                 max_body_size: config.max_body_size,
+                rate_limit: config.rate_limit.and_then(|i| limiters.get(i)).cloned(),
             });
             let paths = match &config.host {
                 HostPattern::Exact(host) => table.exact.entry(host.clone()).or_default(),
@@ -158,6 +161,7 @@ mod tests {
             }),
             fallback: None,
             max_body_size: None,
+            rate_limit: None,
         }
     }
 
@@ -180,6 +184,7 @@ mod tests {
                 route(HostPattern::Exact("api.example.com".into()), "/v1/"),
                 route(HostPattern::Any, "/"),
             ],
+            &[],
             &[],
         );
         assert_eq!(name(&table, "example.com", "/x"), Some("example.com/"));
@@ -264,7 +269,7 @@ mod tests {
                     configs.push(route(host, &path));
                 }
             }
-            let table = RouteTable::new(&configs, &[]);
+            let table = RouteTable::new(&configs, &[], &[]);
             for _ in 0..50 {
                 let host = random_host(&mut rng);
                 let path = random_path(&mut rng) + "tail";
@@ -279,7 +284,11 @@ mod tests {
 
     #[test]
     fn no_match_without_catch_all() {
-        let table = RouteTable::new(&[route(HostPattern::Exact("a.com".into()), "/app/")], &[]);
+        let table = RouteTable::new(
+            &[route(HostPattern::Exact("a.com".into()), "/app/")],
+            &[],
+            &[],
+        );
         assert_eq!(table.lookup("a.com", "/"), None);
         assert_eq!(table.lookup("b.com", "/app/"), None);
     }

@@ -54,7 +54,19 @@ pub async fn request(addr: SocketAddr, raw: &str) -> Response {
 }
 
 pub async fn request_bytes(addr: SocketAddr, raw: &[u8]) -> Response {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to proxy");
+    let stream = TcpStream::connect(addr).await.expect("connect to proxy");
+    exchange(stream, raw).await
+}
+
+/// Sends `raw` from a chosen loopback source address (127.0.0.2, ...), as another client.
+pub async fn request_from(source: std::net::IpAddr, addr: SocketAddr, raw: &str) -> Response {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let stream = socket.connect(addr).await.expect("connect to proxy");
+    exchange(stream, raw.as_bytes()).await
+}
+
+async fn exchange(mut stream: TcpStream, raw: &[u8]) -> Response {
     stream.write_all(raw).await.unwrap();
     let mut bytes = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut bytes));

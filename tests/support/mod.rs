@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 #[allow(unused_imports)]
-pub use http1::{get, request, request_bytes, Response};
+pub use http1::{get, request, request_bytes, request_from, Response};
 
 /// A running `headland run` process, killed on drop.
 pub struct Headland {
@@ -28,6 +28,9 @@ pub struct Headland {
     preamble: String,
     stdout: Arc<Mutex<Vec<String>>>,
 }
+
+/// The admin token every test instance is started with.
+pub const TOKEN: &str = "test-admin-token";
 
 /// A port that was free when asked. Pingora binds its own listeners, so the test cannot
 /// hand it an already-bound socket; `Headland::start` retries if another process won the race.
@@ -63,12 +66,19 @@ impl Headland {
 
     /// Like `start`, with extra keys for the `[listen]` section (e.g. `h2c = true`).
     pub fn start_with_listen(body: &str, listen_extra: &str) -> Headland {
+        Self::start_with(body, listen_extra, "")
+    }
+
+    /// Full control: extra `[listen]` and `[node]` keys. The admin API always gets the token
+    /// `TOKEN` (from a file in the test's directory).
+    pub fn start_with(body: &str, listen_extra: &str, node_extra: &str) -> Headland {
         let dir = scratch_dir();
+        std::fs::write(dir.join("admin.token"), format!("{TOKEN}\n")).unwrap();
         for _attempt in 0..3 {
             let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
             let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
             let preamble = format!(
-                "[node]\nname = \"test\"\nstate_dir = \"{state}\"\nthreads = 2\n\n[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n{listen_extra}\n",
+                "[node]\nname = \"test\"\nstate_dir = \"{state}\"\nthreads = 2\n{node_extra}\n\n[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\nadmin_token_file = \"admin.token\"\n{listen_extra}\n",
                 state = dir.display()
             );
             let config_path = dir.join("headland.toml");
@@ -131,6 +141,49 @@ impl Headland {
         let temp = self.dir.join("headland.toml.tmp");
         std::fs::write(&temp, format!("{}\n{body}\n", self.preamble)).unwrap();
         std::fs::rename(temp, path).unwrap();
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("headland.toml")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `POST /reload` with the admin token: status and JSON body.
+    pub async fn reload(&self) -> (u16, serde_json::Value) {
+        let raw = format!(
+            "POST /reload HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let response = http1::request(self.admin, &raw).await;
+        (response.status, response.json())
+    }
+
+    /// Starts a second process on the same configuration with `--upgrade`, ready to take the
+    /// listening sockets over when this one gets SIGQUIT.
+    pub fn spawn_upgrade(&self) -> ChildGuard {
+        let child = Command::new(binary())
+            .args(["run", "--upgrade", "--config"])
+            .arg(self.config_path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start upgraded headland");
+        ChildGuard(child)
+    }
+
+    /// Waits (bounded) for the process to exit; true if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Sends a signal (e.g. "HUP") to the process.
@@ -229,5 +282,15 @@ impl Metrics {
     /// Like `value`, with a missing sample read as 0.
     pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.value(name, labels).unwrap_or(0.0)
+    }
+}
+
+/// A child process killed on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
