@@ -35,6 +35,9 @@ pub struct LocatedError {
 pub struct ErrorSink<'a> {
     file: &'a str,
     text: &'a str,
+    /// Byte offset of every line start, computed on first use: finding a line must not scan
+    /// the file each time (a 10,000-route file asks once per route).
+    line_starts: std::cell::OnceCell<Vec<usize>>,
     errors: Vec<LocatedError>,
 }
 
@@ -89,13 +92,14 @@ impl<'a> ErrorSink<'a> {
         Self {
             file,
             text,
+            line_starts: std::cell::OnceCell::new(),
             errors: Vec::new(),
         }
     }
 
     /// Records `message` at the start of `span` (a byte range into the file).
     pub fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
-        let (line, column) = line_and_column(self.text, span.start);
+        let (line, column) = self.locate(span.start);
         self.errors.push(LocatedError {
             file: self.file.to_owned(),
             line,
@@ -106,7 +110,23 @@ impl<'a> ErrorSink<'a> {
 
     /// The 1-based line where `span` starts, to refer to another place in messages.
     pub fn line_of(&self, span: Range<usize>) -> usize {
-        line_and_column(self.text, span.start).0
+        self.locate(span.start).0
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    fn locate(&self, offset: usize) -> (usize, usize) {
+        let starts = self.line_starts.get_or_init(|| line_starts(self.text));
+        let offset = offset.min(self.text.len());
+        let index = starts
+            .partition_point(|start| *start <= offset)
+            .saturating_sub(1);
+        let line_start = starts.get(index).copied().unwrap_or(0);
+        let column = self
+            .text
+            .get(line_start..offset)
+            .map_or(0, |s| s.chars().count())
+            + 1;
+        (index + 1, column)
     }
 
     pub fn len(&self) -> usize {
@@ -124,14 +144,10 @@ impl<'a> ErrorSink<'a> {
     }
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
-    (line, column)
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
 }
 
 #[cfg(test)]
@@ -140,10 +156,17 @@ mod tests {
 
     #[test]
     fn offsets_become_one_based_line_and_column() {
-        let text = "a = 1\nbb = 2\n";
-        assert_eq!(line_and_column(text, 0), (1, 1));
-        assert_eq!(line_and_column(text, 6), (2, 1));
-        assert_eq!(line_and_column(text, 11), (2, 6));
+        let text = "a = 1\nbb = 2\né = 3\n";
+        let sink = ErrorSink::new("f.toml", text);
+        assert_eq!(sink.locate(0), (1, 1));
+        assert_eq!(sink.locate(6), (2, 1));
+        assert_eq!(sink.locate(11), (2, 6));
+        assert_eq!(
+            sink.locate(18),
+            (3, 5),
+            "columns count characters, not bytes"
+        );
+        assert_eq!(sink.locate(999), (4, 1));
     }
 
     #[test]
