@@ -15,5 +15,6 @@ pub mod ratelimit;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod webhook;

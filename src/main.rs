@@ -49,6 +49,8 @@ enum Command {
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        https: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9180")]
         admin: SocketAddr,
     },
@@ -73,7 +75,7 @@ fn main() -> ExitCode {
             Err(error) => return config_failed(&error),
         },
         Command::Reload { config } => return reload(&config),
-        Command::Demo { http, admin } => run_demo(DemoAddrs { http, admin }),
+        Command::Demo { http, https, admin } => run_demo(DemoAddrs { http, https, admin }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

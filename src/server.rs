@@ -20,6 +20,7 @@ use crate::proxy::HeadlandProxy;
 use crate::ratelimit::LimiterHousekeeping;
 use crate::reload::{ReloadOnChange, ReloadOnSignal, Reloader};
 use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::tls::{self, SniResolver};
 use crate::upstream::registry::{HealthRegistry, HealthService};
 use crate::webhook::Webhooks;
 
@@ -41,6 +42,8 @@ pub enum StartError {
     AccessLog(#[source] std::io::Error),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[source] prometheus::Error),
+    #[error("cannot set up an HTTPS listener: {0}")]
+    Tls(#[source] Box<pingora::Error>),
 }
 
 /// Builds every service and runs until a shutdown signal; does not return on success.
@@ -71,6 +74,14 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         .build();
     for addr in &listen.http {
         proxy.add_tcp(&addr.to_string());
+    }
+    if !listen.https.is_empty() {
+        let resolver = Arc::new(SniResolver::new(Arc::clone(&snapshots)));
+        for addr in &listen.https {
+            let settings =
+                tls::listener_settings(Arc::clone(&resolver)).map_err(StartError::Tls)?;
+            proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+        }
     }
     server.add_service(proxy);
 
@@ -125,6 +136,9 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
 
     for addr in &listen.http {
         tracing::info!(%addr, "http listener");
+    }
+    for addr in &listen.https {
+        tracing::info!(%addr, "https listener");
     }
     server.run_forever()
 }

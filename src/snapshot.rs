@@ -11,6 +11,7 @@ use crate::client_ip::ClientIpPolicy;
 use crate::config::Config;
 use crate::proxy::route_table::RouteTable;
 use crate::ratelimit::Limiter;
+use crate::tls::CertIndex;
 use crate::upstream::Pool;
 
 #[derive(Debug)]
@@ -24,6 +25,7 @@ pub struct Snapshot {
     /// In config order, like `config.rate_limits`.
     pub limiters: Vec<Arc<Limiter>>,
     pub client_ip: ClientIpPolicy,
+    pub certs: CertIndex,
 }
 
 /// The one place the current snapshot lives, shared by every service. Background tasks that
@@ -60,6 +62,7 @@ impl Snapshot {
             .collect();
         let routes = RouteTable::new(&config.routes, &pools, &limiters);
         let client_ip = ClientIpPolicy::new(&config.client_ip);
+        let certs = CertIndex::new(&config.tls);
         Self {
             generation,
             config,
@@ -67,6 +70,7 @@ impl Snapshot {
             pools,
             limiters,
             client_ip,
+            certs,
         }
     }
 

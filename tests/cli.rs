@@ -65,12 +65,15 @@ fn check_reports_all_located_errors_and_exits_nonzero() {
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_runs_with_no_setup_and_prints_what_to_try() {
     let http: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let https: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let mut child = Command::new(binary())
         .args([
             "demo",
             "--http",
             &http.to_string(),
+            "--https",
+            &https.to_string(),
             "--admin",
             &admin.to_string(),
         ])
@@ -113,6 +116,10 @@ async fn demo_runs_with_no_setup_and_prints_what_to_try() {
     assert_eq!(placeholder.header("x-headland-fallback"), Some("static"));
     assert_eq!(get(http, "www.example.com", "/pricing").await.status, 301);
     assert_eq!(get(http, "unknown.test", "/").await.status, 404);
+    assert!(
+        std::net::TcpStream::connect(https).is_ok(),
+        "the demo serves HTTPS too"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

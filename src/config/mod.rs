@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod rate_limit;
 mod raw;
+mod tls;
 mod units;
 mod validate;
 mod webhook;
@@ -22,6 +23,7 @@ use ipnet::IpNet;
 pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
 pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
 pub use rate_limit::RateLimitConfig;
+pub use tls::{StaticCertificate, TlsConfig};
 pub use units::{parse_duration, parse_size};
 pub use webhook::{WebhookConfig, EVENT_NAMES};
 
@@ -41,6 +43,7 @@ pub struct Config {
     /// Bearer token for the admin API's mutations (`POST /reload`). Default: none, which
     /// turns mutations off.
     pub admin_token: Option<Secret>,
+    pub tls: TlsConfig,
 }
 
 /// Bytes that must never reach a log line or an error message.
@@ -71,6 +74,8 @@ pub struct NodeConfig {
 pub struct ListenConfig {
     /// Plain HTTP listeners. Default: `0.0.0.0:80`.
     pub http: Vec<SocketAddr>,
+    /// HTTPS listeners (TLS 1.2/1.3, HTTP/2 and HTTP/1.1 by ALPN). Default: none.
+    pub https: Vec<SocketAddr>,
     /// Admin API (health, later metrics and reload). Default: `127.0.0.1:9180`; `None` = off.
     pub admin: Option<SocketAddr>,
     /// Accept HTTP/2 with prior knowledge on the plain listeners. Default: false.

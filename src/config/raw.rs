@@ -26,6 +26,27 @@ pub struct RawConfig {
     pub webhooks: Vec<Spanned<RawWebhook>>,
     #[serde(default)]
     pub rate_limits: BTreeMap<String, Spanned<RawRateLimit>>,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub certificates: Vec<Spanned<RawCertificate>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub redirect_http: Option<bool>,
+    pub hsts: Option<Spanned<String>>,
+    pub default_certificate: Option<Spanned<String>>,
+}
+
+/// `[[certificates]]`: a certificate from files for the listed names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub names: Vec<Spanned<String>>,
+    pub cert_file: Spanned<String>,
+    pub key_file: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +81,7 @@ pub struct RawNode {
 #[serde(deny_unknown_fields)]
 pub struct RawListen {
     pub http: Option<Spanned<Vec<Spanned<String>>>>,
+    pub https: Option<Vec<Spanned<String>>>,
     pub admin: Option<Spanned<String>>,
     pub admin_token_file: Option<Spanned<String>>,
     pub h2c: Option<bool>,

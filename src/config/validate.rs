@@ -72,6 +72,13 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         .filter_map(|(name, limit)| super::rate_limit::rate_limit(name, limit, &mut sink))
         .collect();
     let routes = routes(&raw.routes, &upstreams, &rate_limits, base_dir, &mut sink);
+    let tls = super::tls::tls(
+        &raw.tls,
+        &raw.certificates,
+        listen.https.len(),
+        base_dir,
+        &mut sink,
+    );
     let admin_token = raw
         .listen
         .admin_token_file
@@ -96,6 +103,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         webhooks,
         rate_limits,
         admin_token,
+        tls,
     })
 }
 
@@ -164,14 +172,27 @@ fn listen(raw: &RawListen, sink: &mut ErrorSink<'_>) -> ListenConfig {
             );
         }
     }
+    let mut https: Vec<SocketAddr> = Vec::new();
+    for addr in raw.https.iter().flatten() {
+        if let Some(parsed) = listen_addr(addr, sink) {
+            if http.iter().any(|(h, _)| *h == parsed) || https.contains(&parsed) {
+                sink.at(
+                    addr.span(),
+                    format!("listen address {parsed} is listed twice"),
+                );
+            }
+            https.push(parsed);
+        }
+    }
     let admin = match &raw.admin {
         Some(addr) if addr.get_ref() == "off" => None,
         Some(addr) => {
             let parsed = listen_addr(addr, sink);
-            if let Some(clash) = parsed.filter(|a| http.iter().any(|(h, _)| h == a)) {
+            let taken = |a: &SocketAddr| http.iter().any(|(h, _)| h == a) || https.contains(a);
+            if let Some(clash) = parsed.filter(taken) {
                 sink.at(
                     addr.span(),
-                    format!("admin address {clash} is also an http listener"),
+                    format!("admin address {clash} is also a proxy listener"),
                 );
             }
             parsed
@@ -180,6 +201,7 @@ fn listen(raw: &RawListen, sink: &mut ErrorSink<'_>) -> ListenConfig {
     };
     ListenConfig {
         http: http.into_iter().map(|(addr, _)| addr).collect(),
+        https,
         admin,
         h2c: raw.h2c.unwrap_or(false),
     }

@@ -16,6 +16,7 @@ const PLACEHOLDER_HTML: &str = "<!doctype html>\n<title>Back soon</title>\n<h1>W
 #[derive(Debug, Clone, Copy)]
 pub struct DemoAddrs {
     pub http: SocketAddr,
+    pub https: SocketAddr,
     pub admin: SocketAddr,
 }
 
@@ -27,6 +28,8 @@ pub enum DemoError {
     Upstreams(#[source] std::io::Error),
     #[error("cannot write demo files: {0}")]
     Files(#[source] std::io::Error),
+    #[error("cannot generate the demo certificate: {0}")]
+    Certificate(#[source] rcgen::Error),
     #[error("embedded demo configuration is invalid:\n{0}")]
     Config(LocatedErrors),
 }
@@ -38,6 +41,18 @@ pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
     let placeholder = work_dir.join("placeholder");
     std::fs::create_dir_all(&placeholder).map_err(DemoError::Files)?;
     std::fs::write(placeholder.join("index.html"), PLACEHOLDER_HTML).map_err(DemoError::Files)?;
+    let names = vec![
+        "example.com".into(),
+        "*.example.com".into(),
+        "localhost".into(),
+    ];
+    let certificate = rcgen::generate_simple_self_signed(names).map_err(DemoError::Certificate)?;
+    let (cert_path, key_path) = (
+        work_dir.join("demo-cert.pem"),
+        work_dir.join("demo-key.pem"),
+    );
+    std::fs::write(&cert_path, certificate.cert.pem()).map_err(DemoError::Files)?;
+    std::fs::write(&key_path, certificate.signing_key.serialize_pem()).map_err(DemoError::Files)?;
 
     let bind = || TcpListener::bind("127.0.0.1:0").map_err(DemoError::Upstreams);
     let (pm2, docker, kong) = (bind()?, bind()?, bind()?);
@@ -51,6 +66,9 @@ pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
     let text = TEMPLATE
         .replace("{http}", &addrs.http.to_string())
         .replace("{admin}", &addrs.admin.to_string())
+        .replace("{https}", &addrs.https.to_string())
+        .replace("{cert}", &path_text(&cert_path))
+        .replace("{key}", &path_text(&key_path))
         .replace("{state_dir}", &path_text(&work_dir))
         .replace("{placeholder}", &path_text(&placeholder))
         .replace("{pm2}", &port(&pm2)?.to_string())
@@ -91,7 +109,7 @@ pub fn instructions(addrs: DemoAddrs) -> String {
         format!("curl {flags}--resolve {host}:{port}:{ip} http://{host}:{port}{path}")
     };
     format!(
-        "Headland demo is running: proxy on http://{http}, admin on http://{admin}/healthz\n\
+        "Headland demo is running: proxy on http://{http} and https://{https}, admin on http://{admin}/metrics\n\
          Upstreams: pm2-core (app, example.com), docker-admin (admin, /swarm/), kong (api).\n\
          Try:\n\
          \x20 {app}              # PM2 app: see the headers it received\n\
@@ -102,8 +120,11 @@ pub fn instructions(addrs: DemoAddrs) -> String {
          \x20 {redirect}     # 301 to https://example.com/pricing\n\
          \x20 {unknown}             # no route: 404\n\
          \x20 curl --http2-prior-knowledge -H 'Host: app.example.com' http://{http}/   # HTTP/2 (h2c)\n\
+         \x20 curl -k --resolve app.example.com:{https_port}:{ip} https://app.example.com:{https_port}/   # HTTPS, self-signed\n\
          Press Ctrl-C to stop.",
         http = addrs.http,
+        https = addrs.https,
+        https_port = addrs.https.port(),
         admin = addrs.admin,
         app = curl("app.example.com", "/", ""),
         api = curl("api.example.com", "/v1/users", ""),

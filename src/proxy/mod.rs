@@ -49,6 +49,8 @@ pub struct RequestCtx {
     peer: Option<IpAddr>,
     client_ip: Option<IpAddr>,
     host: String,
+    /// The request came over TLS.
+    https: bool,
     /// The client's path when `strip_prefix` rewrote it, for the access log.
     original_path: Option<String>,
     route: Option<usize>,
@@ -129,6 +131,32 @@ impl HeadlandProxy {
             None => return self.reject(session, ctx, 400, "missing Host header").await,
         };
         ctx.host = host;
+        ctx.https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+
+        let tls = &snapshot.config.tls;
+        let acme_challenge = request
+            .uri
+            .path()
+            .starts_with("/.well-known/acme-challenge/");
+        if tls.redirect_http && !ctx.https && !acme_challenge {
+            let https_port = snapshot
+                .config
+                .listen
+                .https
+                .first()
+                .map_or(443, |a| a.port());
+            let port = if https_port == 443 {
+                String::new()
+            } else {
+                format!(":{https_port}")
+            };
+            let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
+            let location = format!("https://{}{port}{target}", ctx.host);
+            let body = format!("Redirecting to {location}\n");
+            let request_id = ctx.request_id.clone();
+            responses::plain(session, 308, body, &request_id, &[("location", &location)]).await?;
+            return Ok(true);
+        }
 
         let Some(index) = snapshot.routes.lookup(&ctx.host, request.uri.path()) else {
             return self
@@ -333,6 +361,7 @@ impl ProxyHttp for HeadlandProxy {
             peer: None,
             client_ip: None,
             host: String::new(),
+            https: false,
             original_path: None,
             route: None,
             on_fallback_pool: false,
@@ -452,7 +481,7 @@ impl ProxyHttp for HeadlandProxy {
                 peer: ctx.peer,
                 client: ctx.client_ip,
                 peer_trusted,
-                scheme: "http",
+                scheme: if ctx.https { "https" } else { "http" },
                 request_id: &ctx.request_id,
             },
         )
@@ -479,6 +508,10 @@ impl ProxyHttp for HeadlandProxy {
             for (name, value) in rate_limit_headers(info) {
                 upstream_response.insert_header(name, value)?;
             }
+        }
+        // RFC 6797 §7.2: HSTS only means something over a secure transport.
+        if let (true, Some(hsts)) = (ctx.https, &ctx.snapshot.config.tls.hsts) {
+            upstream_response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
         }
         Ok(())
     }

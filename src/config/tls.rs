@@ -1,0 +1,224 @@
+//! `[tls]` and `[[certificates]]`: how HTTPS listeners behave and which certificate answers
+//! which server name. Certificate files are read and checked here, so a broken or
+//! mismatched certificate is a located config error, never a failed handshake later.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::ring::sign::any_supported_type;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use toml::Spanned;
+
+use super::error::ErrorSink;
+use super::raw::{RawCertificate, RawTls};
+use crate::host::normalize_host;
+
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    /// Answer plain-HTTP requests with a 308 to HTTPS (ACME challenge paths excepted).
+    /// Default: false.
+    pub redirect_http: bool,
+    /// `Strict-Transport-Security` value sent on HTTPS responses. Default: none.
+    pub hsts: Option<String>,
+    pub certificates: Vec<StaticCertificate>,
+    /// Index into `certificates` for clients that send no (or an unknown) server name.
+    /// Default: none (such handshakes fail).
+    pub default_certificate: Option<usize>,
+}
+
+/// A certificate chain and key from files, for the names it was checked against.
+#[derive(Debug, Clone)]
+pub struct StaticCertificate {
+    /// Lowercase; `*.example.com` for wildcards.
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+}
+
+pub fn tls(
+    raw: &RawTls,
+    certificates: &[Spanned<RawCertificate>],
+    https_listeners: usize,
+    base_dir: &Path,
+    sink: &mut ErrorSink<'_>,
+) -> TlsConfig {
+    let hsts = raw.hsts.as_ref().and_then(|hsts| {
+        let value = hsts.get_ref();
+        let valid = value.starts_with("max-age=") && http::HeaderValue::from_str(value).is_ok();
+        if !valid {
+            sink.at(hsts.span(), format!("hsts \"{value}\" must be a header value starting with max-age=, e.g. \"max-age=31536000; includeSubDomains\""));
+        }
+        valid.then(|| value.clone())
+    });
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    let mut loaded = Vec::new();
+    for raw_certificate in certificates {
+        let line = sink.line_of(raw_certificate.span());
+        let Some(certificate) = certificate(raw_certificate.get_ref(), base_dir, sink) else {
+            continue;
+        };
+        for (name, span) in certificate
+            .names
+            .iter()
+            .zip(raw_certificate.get_ref().names.iter().map(Spanned::span))
+        {
+            match seen.iter().find(|(other, _)| other == name) {
+                Some((_, first)) => sink.at(span, format!("certificate name \"{name}\" is already served by the certificate at line {first}")),
+                None => seen.push((name.clone(), line)),
+            }
+        }
+        loaded.push(certificate);
+    }
+    let default_certificate = raw.default_certificate.as_ref().and_then(|name| {
+        let wanted = name.get_ref().to_ascii_lowercase();
+        let found = loaded.iter().position(|c| c.names.contains(&wanted));
+        if found.is_none() {
+            sink.at(
+                name.span(),
+                format!(
+                    "default_certificate \"{wanted}\" is not a name of any [[certificates]] entry"
+                ),
+            );
+        }
+        found
+    });
+    if https_listeners > 0 && certificates.is_empty() {
+        sink.at(0..0, "listen.https needs at least one [[certificates]] entry (ACME issuance is not available yet)");
+    }
+    TlsConfig {
+        redirect_http: raw.redirect_http.unwrap_or(false),
+        hsts,
+        certificates: loaded,
+        default_certificate,
+    }
+}
+
+fn certificate(
+    raw: &RawCertificate,
+    base_dir: &Path,
+    sink: &mut ErrorSink<'_>,
+) -> Option<StaticCertificate> {
+    let errors_before = sink.len();
+    let names: Vec<String> = raw
+        .names
+        .iter()
+        .filter_map(|name| certificate_name(name, sink))
+        .collect();
+    if raw.names.is_empty() {
+        sink.at(
+            raw.cert_file.span(),
+            "certificate needs at least one name in names",
+        );
+    }
+    let chain = read(&raw.cert_file, base_dir, sink).and_then(|pem| {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .filter_map(Result::ok)
+            .collect();
+        if chain.is_empty() {
+            sink.at(
+                raw.cert_file.span(),
+                format!(
+                    "cert_file \"{}\" holds no PEM certificate",
+                    raw.cert_file.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(chain)
+    });
+    let key = read(&raw.key_file, base_dir, sink).and_then(|pem| {
+        let parsed = PrivateKeyDer::from_pem_slice(&pem)
+            .ok()
+            .and_then(|der| any_supported_type(&der).ok());
+        if parsed.is_none() {
+            sink.at(
+                raw.key_file.span(),
+                format!(
+                    "key_file \"{}\" holds no usable private key (PEM, PKCS#8, RSA or EC)",
+                    raw.key_file.get_ref()
+                ),
+            );
+        }
+        parsed
+    });
+    let (chain, key) = (chain?, key?);
+    let certified = CertifiedKey::new(chain, key);
+    if certified.keys_match().is_err() {
+        sink.at(
+            raw.key_file.span(),
+            format!(
+                "key_file \"{}\" does not belong to the certificate in cert_file",
+                raw.key_file.get_ref()
+            ),
+        );
+    }
+    for (name, span) in names.iter().zip(raw.names.iter().map(Spanned::span)) {
+        if !covers(&certified, name) {
+            sink.at(
+                span,
+                format!(
+                    "the certificate in \"{}\" is not valid for \"{name}\"",
+                    raw.cert_file.get_ref()
+                ),
+            );
+        }
+    }
+    if sink.len() > errors_before {
+        return None;
+    }
+    Some(StaticCertificate {
+        names,
+        key: Arc::new(certified),
+    })
+}
+
+/// `example.com` or `*.example.com`, lowercased.
+fn certificate_name(name: &Spanned<String>, sink: &mut ErrorSink<'_>) -> Option<String> {
+    let text = name.get_ref();
+    let (wildcard, host) = match text.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, text.as_str()),
+    };
+    match normalize_host(host.as_bytes()) {
+        Ok(host) if !host.starts_with('[') => Some(if wildcard {
+            format!("*.{host}")
+        } else {
+            host.into_owned()
+        }),
+        _ => {
+            sink.at(name.span(), format!("certificate name \"{text}\" must be a DNS name such as \"example.com\" or \"*.example.com\""));
+            None
+        }
+    }
+}
+
+/// Whether the leaf certificate is valid for `name` (for a wildcard, for a name under it).
+fn covers(certified: &CertifiedKey, name: &str) -> bool {
+    let probe = match name.strip_prefix("*.") {
+        Some(suffix) => format!("headland-name-check.{suffix}"),
+        None => name.to_owned(),
+    };
+    let Ok(server_name) = ServerName::try_from(probe) else {
+        return false;
+    };
+    let Some(leaf) = certified.cert.first() else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(leaf)
+        .map(|cert| cert.verify_is_valid_for_subject_name(&server_name).is_ok())
+        .unwrap_or(false)
+}
+
+fn read(file: &Spanned<String>, base_dir: &Path, sink: &mut ErrorSink<'_>) -> Option<Vec<u8>> {
+    match std::fs::read(base_dir.join(file.get_ref())) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            sink.at(
+                file.span(),
+                format!("cannot read \"{}\": {error}", file.get_ref()),
+            );
+            None
+        }
+    }
+}
