@@ -8,8 +8,10 @@ mod error;
 mod health;
 mod rate_limit;
 mod raw;
+mod route;
 mod tls;
 mod units;
+mod upstream;
 mod validate;
 mod webhook;
 

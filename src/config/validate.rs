@@ -1,41 +1,25 @@
 //! Turns the raw file into a [`Config`], collecting every located problem instead of stopping
-//! at the first one.
+//! at the first one. This module holds the top level and the small sections; upstreams,
+//! routes, rate limits, TLS and webhooks have modules of their own.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use http::HeaderName;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::error::{did_you_mean, ErrorSink, LocatedErrors};
-use super::raw::{RawConfig, RawListen, RawNode, RawRoute, RawUpstream};
-use super::units::{parse_duration, parse_size};
+use super::error::{ErrorSink, LocatedErrors};
+use super::raw::{RawConfig, RawListen, RawNode};
 use super::{
-    AccessLogOutput, Balance, ClientIpConfig, ClientIpHeader, Config, Fallback, HostPattern,
-    ListenConfig, NodeConfig, PassiveHealth, RateLimitConfig, Redirect, RouteAction, RouteConfig,
-    Secret, UpstreamConfig, UpstreamTimeouts,
+    AccessLogOutput, ClientIpConfig, ClientIpHeader, Config, ListenConfig, NodeConfig, Secret,
+    UpstreamConfig,
 };
-use crate::host::normalize_host;
 
 const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80);
 const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
 const DEFAULT_STATE_DIR: &str = "/var/lib/headland";
-/// Plesk's nginx default, so that uploads that worked behind it keep working.
-const DEFAULT_MAX_BODY_SIZE: u64 = 128 << 20;
-const DEFAULT_PASSIVE: PassiveHealth = PassiveHealth {
-    failures: 5,
-    eject: Duration::from_secs(30),
-};
-const DEFAULT_TIMEOUTS: UpstreamTimeouts = UpstreamTimeouts {
-    connect: Duration::from_secs(3),
-    read: Duration::from_secs(60),
-    write: Duration::from_secs(60),
-    keepalive: Duration::from_secs(60),
-};
 
 pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, LocatedErrors> {
     let mut sink = ErrorSink::new(file, text);
@@ -64,14 +48,14 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
     let upstreams: Vec<UpstreamConfig> = raw
         .upstreams
         .iter()
-        .map(|(name, upstream)| self::upstream(name, upstream, &mut sink))
+        .map(|(name, upstream)| super::upstream::upstream(name, upstream, &mut sink))
         .collect();
     let rate_limits: Vec<_> = raw
         .rate_limits
         .iter()
         .filter_map(|(name, limit)| super::rate_limit::rate_limit(name, limit, &mut sink))
         .collect();
-    let routes = routes(&raw.routes, &upstreams, &rate_limits, base_dir, &mut sink);
+    let routes = super::route::routes(&raw.routes, &upstreams, &rate_limits, base_dir, &mut sink);
     let tls = super::tls::tls(
         &raw.tls,
         &raw.certificates,
@@ -282,190 +266,6 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
         .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-fn upstream(name: &str, raw: &Spanned<RawUpstream>, sink: &mut ErrorSink<'_>) -> UpstreamConfig {
-    let plain_name = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if !plain_name {
-        sink.at(
-            raw.span(),
-            format!("upstream name \"{name}\" must be 1 to 64 letters, digits, '_', '-' or '.'"),
-        );
-    }
-    let raw = raw.get_ref();
-    if raw.servers.get_ref().is_empty() {
-        sink.at(
-            raw.servers.span(),
-            format!("upstream \"{name}\" has no servers"),
-        );
-    }
-    let mut servers = Vec::with_capacity(raw.servers.get_ref().len());
-    for server in raw.servers.get_ref() {
-        match parse_server_addr(server.get_ref()) {
-            Some(addr) if addr.port() == 0 => sink.at(
-                server.span(),
-                format!("server {addr} in upstream \"{name}\" has port 0"),
-            ),
-            Some(addr) if servers.contains(&addr) => sink.at(
-                server.span(),
-                format!("upstream \"{name}\" lists server {addr} twice"),
-            ),
-            Some(addr) => servers.push(addr),
-            None => sink.at(
-                server.span(),
-                format!(
-                    "invalid server address \"{}\" in upstream \"{name}\" (expected IP:PORT or localhost:PORT; host names are not resolved)",
-                    server.get_ref()
-                ),
-            ),
-        }
-    }
-    let hash_header = raw.hash_header.as_ref().and_then(|h| {
-        HeaderName::from_bytes(h.get_ref().as_bytes())
-            .map_err(|_| sink.at(h.span(), format!("invalid header name \"{}\"", h.get_ref())))
-            .ok()
-    });
-    let balance = match raw
-        .balance
-        .as_ref()
-        .map(|b| (b.get_ref().as_str(), b.span()))
-    {
-        None | Some(("round_robin", _)) => Balance::RoundRobin,
-        Some(("least_conn", _)) => Balance::LeastConn,
-        Some(("random", _)) => Balance::Random,
-        Some(("consistent_hash", _)) => Balance::ConsistentHash {
-            header: hash_header.clone(),
-        },
-        Some((other, span)) => {
-            let known = ["round_robin", "least_conn", "consistent_hash", "random"];
-            let hint = did_you_mean(other, known)
-                .map(|s| format!(" (did you mean \"{s}\"?)"))
-                .unwrap_or_else(|| format!(" (expected one of {})", known.join(", ")));
-            sink.at(
-                span,
-                format!("upstream \"{name}\" has unknown balance \"{other}\"{hint}"),
-            );
-            Balance::RoundRobin
-        }
-    };
-    if let (Some(header), false) = (
-        &raw.hash_header,
-        matches!(balance, Balance::ConsistentHash { .. }),
-    ) {
-        sink.at(
-            header.span(),
-            format!("hash_header in upstream \"{name}\" needs balance = \"consistent_hash\""),
-        );
-    }
-    let mut duration =
-        |key: &str, field: &Option<Spanned<String>>, default: Duration, zero_ok: bool| {
-            let Some(text) = field else { return default };
-            match parse_duration(text.get_ref()) {
-                Ok(d) if d.is_zero() && !zero_ok => {
-                    sink.at(
-                        text.span(),
-                        format!("upstream \"{name}\": {key} must be greater than zero"),
-                    );
-                    default
-                }
-                Ok(d) => d,
-                Err(message) => {
-                    sink.at(text.span(), format!("upstream \"{name}\": {key} {message}"));
-                    default
-                }
-            }
-        };
-    let timeouts = UpstreamTimeouts {
-        connect: duration(
-            "connect_timeout",
-            &raw.connect_timeout,
-            DEFAULT_TIMEOUTS.connect,
-            false,
-        ),
-        read: duration(
-            "read_timeout",
-            &raw.read_timeout,
-            DEFAULT_TIMEOUTS.read,
-            false,
-        ),
-        write: duration(
-            "write_timeout",
-            &raw.write_timeout,
-            DEFAULT_TIMEOUTS.write,
-            false,
-        ),
-        keepalive: duration(
-            "keepalive_timeout",
-            &raw.keepalive_timeout,
-            DEFAULT_TIMEOUTS.keepalive,
-            true,
-        ),
-    };
-    let health = raw
-        .health
-        .as_ref()
-        .and_then(|h| super::health::health_check(name, h, sink));
-    let passive = passive(name, raw.passive.as_ref(), sink);
-    let retries = match &raw.retries {
-        None => 2,
-        Some(n) => u32::try_from(*n.get_ref())
-            .ok()
-            .filter(|n| *n <= 10)
-            .unwrap_or_else(|| {
-                sink.at(
-                    n.span(),
-                    format!("upstream \"{name}\": retries must be between 0 and 10"),
-                );
-                2
-            }),
-    };
-    UpstreamConfig {
-        name: name.to_owned(),
-        servers,
-        balance,
-        timeouts,
-        health,
-        passive,
-        retries,
-    }
-}
-
-fn passive(
-    name: &str,
-    raw: Option<&Spanned<super::raw::RawPassive>>,
-    sink: &mut ErrorSink<'_>,
-) -> PassiveHealth {
-    let mut passive = DEFAULT_PASSIVE;
-    let Some(raw) = raw.map(Spanned::get_ref) else {
-        return passive;
-    };
-    if let Some(failures) = &raw.failures {
-        match u32::try_from(*failures.get_ref()) {
-            Ok(n) if n <= 100 => passive.failures = n,
-            _ => sink.at(
-                failures.span(),
-                format!("upstream \"{name}\": passive failures must be between 0 (off) and 100"),
-            ),
-        }
-    }
-    if let Some(eject) = &raw.eject {
-        match parse_duration(eject.get_ref()) {
-            Ok(d) if !d.is_zero() => passive.eject = d,
-            Ok(_) => sink.at(
-                eject.span(),
-                format!("upstream \"{name}\": passive eject must be greater than zero"),
-            ),
-            Err(message) => sink.at(
-                eject.span(),
-                format!("upstream \"{name}\": passive eject {message}"),
-            ),
-        }
-    }
-    passive
-}
-
 /// Reads a secret from a file, trimmed. Errors name the file and the reason, never the
 /// contents.
 pub(super) fn read_secret(
@@ -494,246 +294,7 @@ pub(super) fn read_secret(
     }
 }
 
-/// `IP:PORT`, `[v6]:PORT`, or `localhost:PORT` (what nginx configs usually say).
-fn parse_server_addr(text: &str) -> Option<SocketAddr> {
-    if let Some(port) = text.strip_prefix("localhost:") {
-        return port
-            .parse()
-            .ok()
-            .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-    }
-    text.parse().ok()
-}
-
-fn routes(
-    raw: &[Spanned<RawRoute>],
-    upstreams: &[UpstreamConfig],
-    rate_limits: &[RateLimitConfig],
-    base_dir: &Path,
-    sink: &mut ErrorSink<'_>,
-) -> Vec<RouteConfig> {
-    let mut seen_places: HashMap<(HostPattern, String), usize> = HashMap::new();
-    let mut seen_names: HashMap<String, usize> = HashMap::new();
-    let mut routes = Vec::with_capacity(raw.len());
-    for spanned in raw {
-        let Some(route) = self::route(spanned, upstreams, rate_limits, base_dir, sink) else {
-            continue;
-        };
-        let line = sink.line_of(spanned.span());
-        let place = (route.host.clone(), route.path.clone());
-        if let Some(first) = seen_places.insert(place, line) {
-            sink.at(
-                spanned.get_ref().host.span(),
-                format!(
-                    "route for host \"{}\" path \"{}\" duplicates the route at line {first}",
-                    route.host, route.path
-                ),
-            );
-        } else if let Some(name) = &spanned.get_ref().name {
-            // Default names derive from host and path, so only explicit names can clash
-            // without the places clashing too.
-            if let Some(first) = seen_names.insert(route.name.clone(), line) {
-                sink.at(
-                    name.span(),
-                    format!(
-                        "route name \"{}\" is already used by the route at line {first}",
-                        route.name
-                    ),
-                );
-            }
-        } else {
-            seen_names.insert(route.name.clone(), line);
-        }
-        routes.push(route);
-    }
-    routes
-}
-
-/// Validates one route, reporting every problem in it; `None` if there was any.
-fn route(
-    spanned: &Spanned<RawRoute>,
-    upstreams: &[UpstreamConfig],
-    rate_limits: &[RateLimitConfig],
-    base_dir: &Path,
-    sink: &mut ErrorSink<'_>,
-) -> Option<RouteConfig> {
-    let raw = spanned.get_ref();
-    let errors_before = sink.len();
-    let host = host_pattern(&raw.host, sink);
-    let path = match &raw.path {
-        None => Some("/".to_owned()),
-        Some(path) => route_path(path, sink),
-    };
-    let label = format!(
-        "route \"{}\"",
-        raw.name.as_ref().map_or_else(
-            || format!("{}{}", raw.host.get_ref(), path.as_deref().unwrap_or("")),
-            |n| n.get_ref().clone()
-        )
-    );
-    if let Some(name) = &raw.name {
-        check_name(name, "route", sink);
-    }
-    let strip_prefix = raw.strip_prefix.as_ref().is_some_and(|s| *s.get_ref());
-    let strip_root = raw.redirect.is_none() && path.as_deref() == Some("/");
-    if let (Some(flag), true) = (&raw.strip_prefix, strip_root) {
-        if *flag.get_ref() {
-            sink.at(
-                flag.span(),
-                format!("{label}: strip_prefix needs a path other than \"/\""),
-            );
-        }
-    }
-    let action = match (&raw.upstream, &raw.redirect) {
-        (Some(name), None) => {
-            upstream_index(name, upstreams, sink).map(|upstream| RouteAction::Proxy { upstream })
-        }
-        (None, Some(redirect)) => {
-            let proxy_only = [
-                raw.strip_prefix
-                    .as_ref()
-                    .map(|s| (s.span(), "strip_prefix")),
-                raw.max_body_size
-                    .as_ref()
-                    .map(|s| (s.span(), "max_body_size")),
-                raw.fallback
-                    .as_ref()
-                    .and_then(|f| f.static_dir.as_ref().or(f.upstream.as_ref()))
-                    .map(|s| (s.span(), "fallback")),
-            ];
-            for (span, key) in proxy_only.into_iter().flatten() {
-                sink.at(
-                    span,
-                    format!(
-                        "{label}: {key} only applies to routes with an upstream, not redirects"
-                    ),
-                );
-            }
-            self::redirect(redirect, sink).map(RouteAction::Redirect)
-        }
-        (Some(_), Some(redirect)) => {
-            sink.at(
-                redirect.span(),
-                format!("{label} has both upstream and redirect; keep one"),
-            );
-            None
-        }
-        (None, None) => {
-            sink.at(
-                spanned.span(),
-                format!("{label} needs an upstream or a redirect"),
-            );
-            None
-        }
-    };
-    let fallback = raw
-        .fallback
-        .as_ref()
-        .and_then(|f| match (&f.static_dir, &f.upstream) {
-            (Some(dir), None) => {
-                non_empty_path(dir, "static_dir", base_dir, sink).map(Fallback::StaticDir)
-            }
-            (None, Some(name)) => upstream_index(name, upstreams, sink).map(Fallback::Upstream),
-            (Some(dir), Some(_)) => {
-                sink.at(
-                    dir.span(),
-                    format!("{label}: fallback has either static_dir or upstream, not both"),
-                );
-                None
-            }
-            (None, None) => {
-                sink.at(
-                    raw.host.span(),
-                    format!("{label}: fallback needs static_dir or upstream"),
-                );
-                None
-            }
-        });
-    let max_body_size = match &raw.max_body_size {
-        None => Some(DEFAULT_MAX_BODY_SIZE),
-        Some(size) => match parse_size(size.get_ref()) {
-            Ok(0) => None,
-            Ok(n) => Some(n),
-            Err(message) => {
-                sink.at(size.span(), format!("{label}: max_body_size {message}"));
-                None
-            }
-        },
-    };
-    let rate_limit = raw.rate_limit.as_ref().and_then(|name| {
-        let wanted = name.get_ref();
-        let found = rate_limits.iter().position(|l| &l.name == wanted);
-        if found.is_none() {
-            let hint = did_you_mean(wanted, rate_limits.iter().map(|l| l.name.as_str()))
-                .map(|s| format!(" (did you mean \"{s}\"?)"))
-                .unwrap_or_default();
-            sink.at(
-                name.span(),
-                format!("unknown rate limit \"{wanted}\"{hint}"),
-            );
-        }
-        found
-    });
-    if sink.len() > errors_before {
-        return None;
-    }
-    let (host, path, action) = (host?, path?, action?);
-    let name = match &raw.name {
-        Some(name) => name.get_ref().clone(),
-        None => format!("{host}{path}"),
-    };
-    Some(RouteConfig {
-        name,
-        host,
-        path,
-        strip_prefix,
-        action,
-        fallback,
-        max_body_size,
-        rate_limit,
-    })
-}
-
-fn route_path(path: &Spanned<String>, sink: &mut ErrorSink<'_>) -> Option<String> {
-    let text = path.get_ref();
-    let problem = if !text.starts_with('/') {
-        Some("must start with '/'")
-    } else if text.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        Some("must not contain spaces or control characters")
-    } else if text.contains(['?', '#']) {
-        Some("must not contain '?' or '#' (routes match the path without its query)")
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => {
-            sink.at(path.span(), format!("route path \"{text}\" {problem}"));
-            None
-        }
-        None => Some(text.clone()),
-    }
-}
-
-/// Upstream and route names appear in logs and metric labels: keep them plain.
-fn check_name(name: &Spanned<String>, what: &str, sink: &mut ErrorSink<'_>) -> bool {
-    let text = name.get_ref();
-    let plain = !text.is_empty()
-        && text.len() <= 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b'*'));
-    if !plain {
-        sink.at(
-            name.span(),
-            format!(
-                "{what} name \"{text}\" must be 1 to 64 letters, digits, '_', '-', '.', '/' or '*'"
-            ),
-        );
-    }
-    plain
-}
-
-fn non_empty_path(
+pub(super) fn non_empty_path(
     path: &Spanned<String>,
     key: &str,
     base_dir: &Path,
@@ -744,89 +305,4 @@ fn non_empty_path(
         return None;
     }
     Some(base_dir.join(path.get_ref()))
-}
-
-fn host_pattern(host: &Spanned<String>, sink: &mut ErrorSink<'_>) -> Option<HostPattern> {
-    let text = host.get_ref();
-    if text == "*" {
-        return Some(HostPattern::Any);
-    }
-    let (wildcard, name) = match text.strip_prefix("*.") {
-        Some(suffix) => (true, suffix),
-        None => (false, text.as_str()),
-    };
-    match normalize_host(name.as_bytes()) {
-        Ok(name) if wildcard => Some(HostPattern::Wildcard(format!(".{name}"))),
-        Ok(name) => Some(HostPattern::Exact(name.into_owned())),
-        Err(error) => {
-            sink.at(
-                host.span(),
-                format!("invalid route host \"{text}\": {error} (expected \"example.com\", \"*.example.com\" or \"*\")"),
-            );
-            None
-        }
-    }
-}
-
-fn upstream_index(
-    name: &Spanned<String>,
-    upstreams: &[UpstreamConfig],
-    sink: &mut ErrorSink<'_>,
-) -> Option<usize> {
-    let wanted = name.get_ref();
-    if let Some(index) = upstreams.iter().position(|u| &u.name == wanted) {
-        return Some(index);
-    }
-    let hint = did_you_mean(wanted, upstreams.iter().map(|u| u.name.as_str()))
-        .map(|s| format!(" (did you mean \"{s}\"?)"))
-        .unwrap_or_default();
-    sink.at(name.span(), format!("unknown upstream \"{wanted}\"{hint}"));
-    None
-}
-
-fn redirect(raw: &Spanned<super::raw::RawRedirect>, sink: &mut ErrorSink<'_>) -> Option<Redirect> {
-    let raw = raw.get_ref();
-    let to = raw.to.get_ref();
-    let after_scheme = to
-        .strip_prefix("https://")
-        .or_else(|| to.strip_prefix("http://"));
-    let has_host = after_scheme.is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-    let scheme_ok = has_host || to.starts_with('/');
-    if !scheme_ok || to.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        sink.at(
-            raw.to.span(),
-            format!(
-                "redirect target \"{to}\" must be an http(s):// URL with a host, or a path starting with '/'"
-            ),
-        );
-        return None;
-    }
-    let code = match &raw.code {
-        None => 301,
-        Some(code) => match u16::try_from(*code.get_ref()) {
-            Ok(c @ (301 | 302 | 303 | 307 | 308)) => c,
-            _ => {
-                sink.at(
-                    code.span(),
-                    format!(
-                        "redirect code {} is not one of 301, 302, 303, 307, 308",
-                        code.get_ref()
-                    ),
-                );
-                return None;
-            }
-        },
-    };
-    let keep_path = raw.keep_path.unwrap_or(true);
-    // The request path brings its own leading '/'.
-    let to = if keep_path {
-        to.trim_end_matches('/')
-    } else {
-        to
-    };
-    Some(Redirect {
-        to: to.to_owned(),
-        code,
-        keep_path,
-    })
 }

@@ -1,0 +1,332 @@
+//! `[[routes]]`: host pattern, path prefix, what answers (an upstream or a redirect), the
+//! fallback, and the per-route limits. Every problem of a route is reported, not the first.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::error::{did_you_mean, ErrorSink};
+use super::raw::{RawRedirect, RawRoute};
+use super::units::parse_size;
+use super::validate::non_empty_path;
+use super::{
+    Fallback, HostPattern, RateLimitConfig, Redirect, RouteAction, RouteConfig, UpstreamConfig,
+};
+use crate::host::normalize_host;
+
+/// Plesk's nginx default, so that uploads that worked behind it keep working.
+const DEFAULT_MAX_BODY_SIZE: u64 = 128 << 20;
+
+pub(super) fn routes(
+    raw: &[Spanned<RawRoute>],
+    upstreams: &[UpstreamConfig],
+    rate_limits: &[RateLimitConfig],
+    base_dir: &Path,
+    sink: &mut ErrorSink<'_>,
+) -> Vec<RouteConfig> {
+    let mut seen_places: HashMap<(HostPattern, String), usize> = HashMap::new();
+    let mut seen_names: HashMap<String, usize> = HashMap::new();
+    let mut routes = Vec::with_capacity(raw.len());
+    for spanned in raw {
+        let Some(route) = self::route(spanned, upstreams, rate_limits, base_dir, sink) else {
+            continue;
+        };
+        let line = sink.line_of(spanned.span());
+        let place = (route.host.clone(), route.path.clone());
+        if let Some(first) = seen_places.insert(place, line) {
+            sink.at(
+                spanned.get_ref().host.span(),
+                format!(
+                    "route for host \"{}\" path \"{}\" duplicates the route at line {first}",
+                    route.host, route.path
+                ),
+            );
+        } else if let Some(name) = &spanned.get_ref().name {
+            // Default names derive from host and path, so only explicit names can clash
+            // without the places clashing too.
+            if let Some(first) = seen_names.insert(route.name.clone(), line) {
+                sink.at(
+                    name.span(),
+                    format!(
+                        "route name \"{}\" is already used by the route at line {first}",
+                        route.name
+                    ),
+                );
+            }
+        } else {
+            seen_names.insert(route.name.clone(), line);
+        }
+        routes.push(route);
+    }
+    routes
+}
+
+/// Validates one route, reporting every problem in it; `None` if there was any.
+fn route(
+    spanned: &Spanned<RawRoute>,
+    upstreams: &[UpstreamConfig],
+    rate_limits: &[RateLimitConfig],
+    base_dir: &Path,
+    sink: &mut ErrorSink<'_>,
+) -> Option<RouteConfig> {
+    let raw = spanned.get_ref();
+    let errors_before = sink.len();
+    let host = host_pattern(&raw.host, sink);
+    let path = match &raw.path {
+        None => Some("/".to_owned()),
+        Some(path) => route_path(path, sink),
+    };
+    let label = format!(
+        "route \"{}\"",
+        raw.name.as_ref().map_or_else(
+            || format!("{}{}", raw.host.get_ref(), path.as_deref().unwrap_or("")),
+            |n| n.get_ref().clone()
+        )
+    );
+    if let Some(name) = &raw.name {
+        check_name(name, "route", sink);
+    }
+    let strip_prefix = raw.strip_prefix.as_ref().is_some_and(|s| *s.get_ref());
+    let strip_root = raw.redirect.is_none() && path.as_deref() == Some("/");
+    if let (Some(flag), true) = (&raw.strip_prefix, strip_root) {
+        if *flag.get_ref() {
+            sink.at(
+                flag.span(),
+                format!("{label}: strip_prefix needs a path other than \"/\""),
+            );
+        }
+    }
+    let action = match (&raw.upstream, &raw.redirect) {
+        (Some(name), None) => {
+            upstream_index(name, upstreams, sink).map(|upstream| RouteAction::Proxy { upstream })
+        }
+        (None, Some(redirect)) => {
+            let proxy_only = [
+                raw.strip_prefix
+                    .as_ref()
+                    .map(|s| (s.span(), "strip_prefix")),
+                raw.max_body_size
+                    .as_ref()
+                    .map(|s| (s.span(), "max_body_size")),
+                raw.fallback
+                    .as_ref()
+                    .and_then(|f| f.static_dir.as_ref().or(f.upstream.as_ref()))
+                    .map(|s| (s.span(), "fallback")),
+            ];
+            for (span, key) in proxy_only.into_iter().flatten() {
+                sink.at(
+                    span,
+                    format!(
+                        "{label}: {key} only applies to routes with an upstream, not redirects"
+                    ),
+                );
+            }
+            self::redirect(redirect, sink).map(RouteAction::Redirect)
+        }
+        (Some(_), Some(redirect)) => {
+            sink.at(
+                redirect.span(),
+                format!("{label} has both upstream and redirect; keep one"),
+            );
+            None
+        }
+        (None, None) => {
+            sink.at(
+                spanned.span(),
+                format!("{label} needs an upstream or a redirect"),
+            );
+            None
+        }
+    };
+    let fallback = raw
+        .fallback
+        .as_ref()
+        .and_then(|f| match (&f.static_dir, &f.upstream) {
+            (Some(dir), None) => {
+                non_empty_path(dir, "static_dir", base_dir, sink).map(Fallback::StaticDir)
+            }
+            (None, Some(name)) => upstream_index(name, upstreams, sink).map(Fallback::Upstream),
+            (Some(dir), Some(_)) => {
+                sink.at(
+                    dir.span(),
+                    format!("{label}: fallback has either static_dir or upstream, not both"),
+                );
+                None
+            }
+            (None, None) => {
+                sink.at(
+                    raw.host.span(),
+                    format!("{label}: fallback needs static_dir or upstream"),
+                );
+                None
+            }
+        });
+    let max_body_size = match &raw.max_body_size {
+        None => Some(DEFAULT_MAX_BODY_SIZE),
+        Some(size) => match parse_size(size.get_ref()) {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(message) => {
+                sink.at(size.span(), format!("{label}: max_body_size {message}"));
+                None
+            }
+        },
+    };
+    let rate_limit = raw.rate_limit.as_ref().and_then(|name| {
+        let wanted = name.get_ref();
+        let found = rate_limits.iter().position(|l| &l.name == wanted);
+        if found.is_none() {
+            let hint = did_you_mean(wanted, rate_limits.iter().map(|l| l.name.as_str()))
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .unwrap_or_default();
+            sink.at(
+                name.span(),
+                format!("unknown rate limit \"{wanted}\"{hint}"),
+            );
+        }
+        found
+    });
+    if sink.len() > errors_before {
+        return None;
+    }
+    let (host, path, action) = (host?, path?, action?);
+    let name = match &raw.name {
+        Some(name) => name.get_ref().clone(),
+        None => format!("{host}{path}"),
+    };
+    Some(RouteConfig {
+        name,
+        host,
+        path,
+        strip_prefix,
+        action,
+        fallback,
+        max_body_size,
+        rate_limit,
+    })
+}
+
+fn route_path(path: &Spanned<String>, sink: &mut ErrorSink<'_>) -> Option<String> {
+    let text = path.get_ref();
+    let problem = if !text.starts_with('/') {
+        Some("must start with '/'")
+    } else if text.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        Some("must not contain spaces or control characters")
+    } else if text.contains(['?', '#']) {
+        Some("must not contain '?' or '#' (routes match the path without its query)")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => {
+            sink.at(path.span(), format!("route path \"{text}\" {problem}"));
+            None
+        }
+        None => Some(text.clone()),
+    }
+}
+
+/// Upstream and route names appear in logs and metric labels: keep them plain.
+fn check_name(name: &Spanned<String>, what: &str, sink: &mut ErrorSink<'_>) -> bool {
+    let text = name.get_ref();
+    let plain = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b'*'));
+    if !plain {
+        sink.at(
+            name.span(),
+            format!(
+                "{what} name \"{text}\" must be 1 to 64 letters, digits, '_', '-', '.', '/' or '*'"
+            ),
+        );
+    }
+    plain
+}
+
+fn host_pattern(host: &Spanned<String>, sink: &mut ErrorSink<'_>) -> Option<HostPattern> {
+    let text = host.get_ref();
+    if text == "*" {
+        return Some(HostPattern::Any);
+    }
+    let (wildcard, name) = match text.strip_prefix("*.") {
+        Some(suffix) => (true, suffix),
+        None => (false, text.as_str()),
+    };
+    match normalize_host(name.as_bytes()) {
+        Ok(name) if wildcard => Some(HostPattern::Wildcard(format!(".{name}"))),
+        Ok(name) => Some(HostPattern::Exact(name.into_owned())),
+        Err(error) => {
+            sink.at(
+                host.span(),
+                format!("invalid route host \"{text}\": {error} (expected \"example.com\", \"*.example.com\" or \"*\")"),
+            );
+            None
+        }
+    }
+}
+
+fn upstream_index(
+    name: &Spanned<String>,
+    upstreams: &[UpstreamConfig],
+    sink: &mut ErrorSink<'_>,
+) -> Option<usize> {
+    let wanted = name.get_ref();
+    if let Some(index) = upstreams.iter().position(|u| &u.name == wanted) {
+        return Some(index);
+    }
+    let hint = did_you_mean(wanted, upstreams.iter().map(|u| u.name.as_str()))
+        .map(|s| format!(" (did you mean \"{s}\"?)"))
+        .unwrap_or_default();
+    sink.at(name.span(), format!("unknown upstream \"{wanted}\"{hint}"));
+    None
+}
+
+fn redirect(raw: &Spanned<RawRedirect>, sink: &mut ErrorSink<'_>) -> Option<Redirect> {
+    let raw = raw.get_ref();
+    let to = raw.to.get_ref();
+    let after_scheme = to
+        .strip_prefix("https://")
+        .or_else(|| to.strip_prefix("http://"));
+    let has_host = after_scheme.is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+    let scheme_ok = has_host || to.starts_with('/');
+    if !scheme_ok || to.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        sink.at(
+            raw.to.span(),
+            format!(
+                "redirect target \"{to}\" must be an http(s):// URL with a host, or a path starting with '/'"
+            ),
+        );
+        return None;
+    }
+    let code = match &raw.code {
+        None => 301,
+        Some(code) => match u16::try_from(*code.get_ref()) {
+            Ok(c @ (301 | 302 | 303 | 307 | 308)) => c,
+            _ => {
+                sink.at(
+                    code.span(),
+                    format!(
+                        "redirect code {} is not one of 301, 302, 303, 307, 308",
+                        code.get_ref()
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let keep_path = raw.keep_path.unwrap_or(true);
+    // The request path brings its own leading '/'.
+    let to = if keep_path {
+        to.trim_end_matches('/')
+    } else {
+        to
+    };
+    Some(Redirect {
+        to: to.to_owned(),
+        code,
+        keep_path,
+    })
+}
