@@ -60,6 +60,20 @@ pub struct RateLimitInfo {
     pub retry_after_secs: u64,
 }
 
+// === impl RateLimitInfo ===
+
+impl RateLimitInfo {
+    /// `RateLimit-Limit`, `-Remaining` and `-Reset` (draft-ietf-httpapi-ratelimit-headers):
+    /// the burst, what is left of it, and seconds until it is full again.
+    pub fn headers(&self) -> [(&'static str, String); 3] {
+        [
+            ("ratelimit-limit", self.limit.to_string()),
+            ("ratelimit-remaining", self.remaining.to_string()),
+            ("ratelimit-reset", self.reset_secs.to_string()),
+        ]
+    }
+}
+
 // === impl Limiter ===
 
 impl Limiter<DefaultClock> {

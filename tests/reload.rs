@@ -194,3 +194,35 @@ async fn a_watched_file_reloads_itself_even_when_replaced_by_rename() {
     proxy.write_config(&routes_to("a", a, b));
     wait_served_by(&proxy, "a").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headland_reload_without_a_token_signals_the_pid_file() {
+    let a = echo_upstream("a").await;
+    let b = echo_upstream("b").await;
+    let proxy = Headland::start(&routes_to("a", a, b));
+    // The same file without the admin token: the command must fall back to SIGHUP.
+    let text = std::fs::read_to_string(proxy.config_path()).unwrap();
+    let without_token = text.replace("admin_token_file = \"admin.token\"\n", "");
+    assert_ne!(text, without_token);
+    std::fs::write(
+        proxy.config_path(),
+        without_token.replace("upstream = \"a\"", "upstream = \"b\""),
+    )
+    .unwrap();
+    let output = std::process::Command::new(support::binary())
+        .args(["reload", "--config"])
+        .arg(proxy.config_path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("sent SIGHUP to process {}", proxy.pid())),
+        "{stdout}"
+    );
+    wait_served_by(&proxy, "b").await;
+}

@@ -183,7 +183,7 @@ impl HeadlandProxy {
                         .ratelimit_rejected
                         .with_label_values(&[&route.name])
                         .inc();
-                    let headers = rate_limit_headers(&info);
+                    let headers = info.headers();
                     let retry_after = info.retry_after_secs.to_string();
                     let mut extra: Vec<(&'static str, &str)> =
                         headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
@@ -505,7 +505,7 @@ impl ProxyHttp for HeadlandProxy {
     ) -> Result<()> {
         upstream_response.insert_header(forwarded::X_REQUEST_ID, &ctx.request_id)?;
         if let Some(info) = &ctx.rate_limit {
-            for (name, value) in rate_limit_headers(info) {
+            for (name, value) in info.headers() {
                 upstream_response.insert_header(name, value)?;
             }
         }
@@ -593,16 +593,6 @@ impl ProxyHttp for HeadlandProxy {
             request_id: &ctx.request_id,
         });
     }
-}
-
-/// `RateLimit-Limit`, `-Remaining` and `-Reset` (draft-ietf-httpapi-ratelimit-headers):
-/// the burst, what is left of it, and seconds until it is full again.
-fn rate_limit_headers(info: &RateLimitInfo) -> [(&'static str, String); 3] {
-    [
-        ("ratelimit-limit", info.limit.to_string()),
-        ("ratelimit-remaining", info.remaining.to_string()),
-        ("ratelimit-reset", info.reset_secs.to_string()),
-    ]
 }
 
 /// Hash of what `consistent_hash` keys on: the configured header, else the client IP.
