@@ -14,6 +14,15 @@ fn routes_to(upstream: &str, a: std::net::SocketAddr, b: std::net::SocketAddr) -
     )
 }
 
+/// Runs `headland reload --config FILE` against the instance's configuration file.
+fn headland_reload(proxy: &Headland) -> std::process::Output {
+    std::process::Command::new(support::binary())
+        .args(["reload", "--config"])
+        .arg(proxy.config_path())
+        .output()
+        .unwrap()
+}
+
 /// Polls until `app.test` is served by `expected`; a bounded loop, not a timing assertion.
 async fn wait_served_by(proxy: &Headland, expected: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -159,11 +168,7 @@ async fn headland_reload_command_reports_the_outcome() {
     let b = echo_upstream("b").await;
     let proxy = Headland::start(&routes_to("a", a, b));
     proxy.write_config(&routes_to("b", a, b));
-    let output = std::process::Command::new(support::binary())
-        .args(["reload", "--config"])
-        .arg(proxy.config_path())
-        .output()
-        .unwrap();
+    let output = headland_reload(&proxy);
     assert!(
         output.status.success(),
         "{}",
@@ -173,11 +178,7 @@ async fn headland_reload_command_reports_the_outcome() {
     assert_eq!(get(proxy.http, "app.test", "/").await.served_by(), "b");
 
     proxy.write_config(&routes_to("kongg", a, b));
-    let output = std::process::Command::new(support::binary())
-        .args(["reload", "--config"])
-        .arg(proxy.config_path())
-        .output()
-        .unwrap();
+    let output = headland_reload(&proxy);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown upstream \"kongg\""));
 }
@@ -209,11 +210,7 @@ async fn headland_reload_without_a_token_signals_the_pid_file() {
         without_token.replace("upstream = \"a\"", "upstream = \"b\""),
     )
     .unwrap();
-    let output = std::process::Command::new(support::binary())
-        .args(["reload", "--config"])
-        .arg(proxy.config_path())
-        .output()
-        .unwrap();
+    let output = headland_reload(&proxy);
     assert!(
         output.status.success(),
         "{}",
