@@ -13,11 +13,6 @@ use headland::server::{self, StartOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// glibc's allocator was about 12 % of CPU samples under load (malloc, free, consolidation);
-/// mimalloc's thread-local free lists cut that (see benches/README.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "headland",

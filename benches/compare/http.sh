@@ -18,6 +18,9 @@ ROUNDS=${ROUNDS:-2}          # measurements per server and scenario (the median 
 CONNECTIONS=${CONNECTIONS:-50}
 WORKERS=${WORKERS:-"1 2"}    # proxy worker threads/processes
 BASE_PORT=${BASE_PORT:-18900}
+# Idle connections for the RSS scenario (0 skips it). HAProxy needs two descriptors per
+# connection, so with the hard limit of 20,000 open files found here 9,000 is what fits.
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-9000}
 
 missing=()
 for pair in nginx:nginx haproxy:haproxy wrk:wrk; do
@@ -110,7 +113,7 @@ EOF
 worker_processes $n;
 pid $work/proxy-nginx.pid;
 error_log $work/proxy-nginx-error.log;
-events { worker_connections 4096; }
+events { worker_connections 16384; }
 http {
   access_log off;
   upstream origin { server 127.0.0.1:$upstream_port; keepalive 64; }
@@ -132,7 +135,7 @@ EOF
   cat > "$work/haproxy.cfg" <<EOF
 global
   nbthread $n
-  maxconn 4096
+  maxconn 9900
 defaults
   mode http
   timeout connect 3s
@@ -183,6 +186,34 @@ median() {  # column $2 of lines for server $1
   awk -v s="$1" -v c="$2" '$1 == s {print $c}' "$results" | sort -n | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
+# RSS (not peak) of a process and its children, in KiB.
+rss_kib() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    [ -r "/proc/$pid/status" ] || continue
+    total=$(( total + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status") ))
+  done
+  echo "$total"
+}
+
+# idle NAME PID PORT: holds IDLE_CONNECTIONS keep-alive connections open on the server, then
+# prints its RSS before and with them.
+idle() {
+  local name=$1 pid=$2 port=$3 before with
+  before=$(rss_kib "$pid")
+  coproc HOLD { python3 benches/compare/hold_connections.py "$port" "$IDLE_CONNECTIONS" idle.test; }
+  read -r ready _ <&"${HOLD[0]}" || true
+  sleep 1
+  with=$(rss_kib "$pid")
+  exec {HOLD[1]}>&-
+  wait "$HOLD_PID" 2>/dev/null || true
+  printf '%-9s %14s %20s %16s\n' "$name" "$(awk -v k="$before" 'BEGIN { printf "%.1f", k / 1024 }')" \
+    "$(awk -v k="$with" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v a="$before" -v b="$with" -v n="$IDLE_CONNECTIONS" 'BEGIN { printf "%.2f", (b - a) / n }')"
+}
+
+# Idle connections need file descriptors: one per connection in the client and the server.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
 wait_port "$upstream_port"
 echo "Headland $("$headland" --version | awk '{print $2}') vs $(nginx -v 2>&1 | sed 's/.*version: //') vs $(haproxy -v | head -1 | awk '{print $1, $3}'), wrk $CONNECTIONS connections, ${DURATION}s x $ROUNDS rounds"
 echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), loopback, no CPU pinning"
@@ -214,5 +245,13 @@ for n in $WORKERS; do
     awk -v h="$hl" -v n="$ng" -v p="$hp" -v d="$dr" -v hc="$hl_cpu" -v nc="$ng_cpu" 'BEGIN {
       printf "ratios: req/s Headland/nginx %.2f, Headland/HAProxy %.2f, Headland/direct %.2f; CPU per request Headland/nginx %.2f\n", h / n, h / p, h / d, hc / nc }'
   done
+  if [ "$n" = "$(echo $WORKERS | awk '{print $1}')" ] && [ "$IDLE_CONNECTIONS" -gt 0 ]; then
+    echo
+    echo "== $n worker(s), $IDLE_CONNECTIONS idle keep-alive client connections, RSS"
+    printf '%-9s %14s %20s %16s\n' server "RSS before MiB" "RSS with idle MiB" "KiB per conn"
+    idle headland "$hl_pid" "$hl_port"
+    idle nginx "$ngx_pid" "$ngx_port"
+    idle haproxy "$hap_pid" "$hap_port"
+  fi
   stop_proxies
 done
