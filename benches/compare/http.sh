@@ -63,23 +63,19 @@ http {
 EOF
 nginx -c "$work/upstream.conf" -g "daemon off;" & pids+=($!)
 
-# Sum of user+system CPU ticks over a process and its children (nginx master + workers).
-cpu_ticks() {
+# sum_over_tree PID FILE AWK: the AWK program's number for /proc/P/FILE, summed over the
+# process and its children (nginx master + workers).
+sum_over_tree() {
   local total=0 pid
   for pid in "$1" $(pgrep -P "$1" || true); do
-    [ -r "/proc/$pid/stat" ] || continue
-    total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
+    [ -r "/proc/$pid/$2" ] || continue
+    total=$(( total + $(awk "$3" "/proc/$pid/$2") ))
   done
   echo "$total"
 }
-peak_rss_kib() {
-  local total=0 pid
-  for pid in "$1" $(pgrep -P "$1" || true); do
-    [ -r "/proc/$pid/status" ] || continue
-    total=$(( total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") ))
-  done
-  echo "$total"
-}
+cpu_ticks() { sum_over_tree "$1" stat '{print $14 + $15}'; }       # user + system ticks
+peak_rss_kib() { sum_over_tree "$1" status '/VmHWM/ {print $2}'; }
+rss_kib() { sum_over_tree "$1" status '/VmRSS/ {print $2}'; }
 wait_port() {
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -184,16 +180,6 @@ to_ms() {  # wrk prints 1.23ms, 456.00us or 1.20s
 
 median() {  # column $2 of lines for server $1
   awk -v s="$1" -v c="$2" '$1 == s {print $c}' "$results" | sort -n | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-
-# RSS (not peak) of a process and its children, in KiB.
-rss_kib() {
-  local total=0 pid
-  for pid in "$1" $(pgrep -P "$1" || true); do
-    [ -r "/proc/$pid/status" ] || continue
-    total=$(( total + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status") ))
-  done
-  echo "$total"
 }
 
 # idle NAME PID PORT: holds IDLE_CONNECTIONS keep-alive connections open on the server, then
