@@ -3,6 +3,7 @@
 //! `main.rs` is a thin CLI over this library; integration tests drive the real binary.
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod client_ip;
 pub mod config;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use headland::acme::report;
 use headland::admin::client::post_reload;
 use headland::config::{self, ConfigError};
 use headland::demo::{self, DemoAddrs};
@@ -39,6 +40,15 @@ enum Command {
     Reload {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// List every certificate the running instance serves: names, source (file or ACME),
+    /// state, issuer, expiry, next renewal and last error.
+    Certs {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Renew this ACME certificate (by its first name) now, back-off permitting.
+        #[arg(long, value_name = "NAME")]
+        renew: Option<String>,
     },
     /// Validate a configuration file; print every error as FILE:LINE:COL: message.
     Check {
@@ -75,6 +85,7 @@ fn main() -> ExitCode {
             Err(error) => return config_failed(&error),
         },
         Command::Reload { config } => return reload(&config),
+        Command::Certs { config, renew } => return certs(&config, renew.as_deref()),
         Command::Demo { http, https, admin } => run_demo(DemoAddrs { http, https, admin }),
     };
     match result {
@@ -142,6 +153,27 @@ fn reload(path: &Path) -> ExitCode {
                 "cannot reload via {}: {error}",
                 pid_file::path(state_dir).display()
             );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn certs(path: &Path, renew: Option<&str>) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(error) => return config_failed(&error),
+    };
+    let result = match renew {
+        Some(name) => report::renew(&config, name),
+        None => report::certificates(&config),
+    };
+    match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("headland certs: {error}");
             ExitCode::FAILURE
         }
     }

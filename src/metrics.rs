@@ -20,6 +20,8 @@ pub const CONFIG_GENERATION: &str = "headland_config_generation";
 pub const BUILD_INFO: &str = "headland_build_info";
 pub const WEBHOOK_DELIVERIES: &str = "headland_webhook_deliveries_total";
 pub const ACCESS_LOG_DROPPED: &str = "headland_access_log_dropped_total";
+pub const CERTIFICATE_EXPIRY: &str = "headland_tls_certificate_expiry_timestamp_seconds";
+pub const ACME_ORDERS: &str = "headland_acme_orders_total";
 
 /// Label value for requests that matched no route or no upstream.
 pub const NONE: &str = "";
@@ -45,6 +47,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub webhook_deliveries: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    pub certificate_expiry: IntGaugeVec,
+    pub acme_orders: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -106,6 +110,16 @@ impl Metrics {
             &["result"],
         )?;
         let webhook_deliveries = counter(WEBHOOK_DELIVERIES, "Webhook events, by result (delivered, failed after retries, dropped when the queue was full).", &["result"])?;
+        let certificate_expiry = gauge(
+            CERTIFICATE_EXPIRY,
+            "When the certificate serving a name expires (Unix time), for file and ACME certificates.",
+            &["name"],
+        )?;
+        let acme_orders = counter(
+            ACME_ORDERS,
+            "ACME orders, by result (issued or failed).",
+            &["result"],
+        )?;
         let http_duration = HistogramVec::new(
             HistogramOpts::new(
                 HTTP_DURATION,
@@ -140,6 +154,9 @@ impl Metrics {
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
         }
+        for result in ["issued", "failed"] {
+            acme_orders.with_label_values(&[result]);
+        }
         for result in ["delivered", "failed", "dropped"] {
             webhook_deliveries.with_label_values(&[result]);
         }
@@ -158,6 +175,8 @@ impl Metrics {
             config_generation,
             webhook_deliveries,
             access_log_dropped,
+            certificate_expiry,
+            acme_orders,
         })
     }
 

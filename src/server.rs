@@ -12,6 +12,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
+use crate::acme::{Acme, AcmeService};
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -67,7 +68,13 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
-    let proxy_app = HeadlandProxy::new(Arc::clone(&snapshots), access_log, Arc::clone(&metrics));
+    let acme = Arc::new(Acme::default());
+    let proxy_app = HeadlandProxy::new(
+        Arc::clone(&snapshots),
+        access_log,
+        Arc::clone(&metrics),
+        acme.tokens.clone(),
+    );
     let mut proxy = ProxyServiceBuilder::new(&server.configuration, proxy_app)
         .name("headland http")
         .server_options(server_options(listen.h2c))
@@ -76,7 +83,7 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         proxy.add_tcp(&addr.to_string());
     }
     if !listen.https.is_empty() {
-        let resolver = Arc::new(SniResolver::new(Arc::clone(&snapshots)));
+        let resolver = Arc::new(SniResolver::new(Arc::clone(&snapshots), Arc::clone(&acme)));
         for addr in &listen.https {
             let settings =
                 tls::listener_settings(Arc::clone(&resolver)).map_err(StartError::Tls)?;
@@ -111,6 +118,7 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
             Arc::clone(&snapshots),
             Arc::clone(&metrics),
             reloader.clone(),
+            Arc::clone(&acme),
         );
         let mut admin = Service::new("headland admin".to_owned(), app);
         admin.add_tcp(&admin_addr.to_string());
@@ -119,15 +127,20 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
 
     let (webhooks, webhook_worker) = Webhooks::new(Arc::clone(&snapshots), Arc::clone(&metrics));
     server.add_service(background_service("webhooks", webhook_worker));
+    let webhooks = Arc::new(webhooks);
     let registry = Arc::new(HealthRegistry::new(
         Arc::clone(&metrics),
-        Arc::new(webhooks),
+        Arc::clone(&webhooks),
     ));
     let health = HealthService {
         registry,
         snapshots: Arc::clone(&snapshots),
     };
     server.add_service(background_service("health checks", health));
+
+    let certificates =
+        AcmeService::new(acme, Arc::clone(&snapshots), Arc::clone(&metrics), webhooks);
+    server.add_service(background_service("certificates", certificates));
 
     let housekeeping = LimiterHousekeeping {
         snapshots: Arc::clone(&snapshots),

@@ -35,6 +35,8 @@ pub const SIGNATURE_HEADER: &str = "x-headland-signature";
 pub enum EventKind {
     UpstreamDown,
     UpstreamUp,
+    CertRenewed,
+    CertFailed,
 }
 
 /// One state change, as sent in the webhook body.
@@ -47,6 +49,9 @@ pub struct Event {
     pub upstream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// The certificate's first name, for `cert.*` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -72,6 +77,8 @@ impl EventKind {
         match self {
             EventKind::UpstreamDown => "upstream.down",
             EventKind::UpstreamUp => "upstream.up",
+            EventKind::CertRenewed => "cert.renewed",
+            EventKind::CertFailed => "cert.failed",
         }
     }
 }
@@ -86,6 +93,19 @@ impl Event {
             node: String::new(),
             upstream: Some(upstream.to_owned()),
             server: Some(server.to_owned()),
+            certificate: None,
+            detail,
+        }
+    }
+
+    pub fn certificate(kind: EventKind, name: &str, detail: Option<String>) -> Self {
+        Self {
+            event: kind.as_str(),
+            time: crate::access_log::timestamp(SystemTime::now()),
+            node: String::new(),
+            upstream: None,
+            server: None,
+            certificate: Some(name.to_owned()),
             detail,
         }
     }

@@ -7,12 +7,10 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
-use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::TlsConnector;
+use rustls_pki_types::CertificateDer;
 
+use support::tls_client::https_get;
 use support::{echo_upstream, free_port, get, Headland};
 
 struct TestCert {
@@ -34,8 +32,7 @@ fn write_cert(dir: &Path, stem: &str, names: &[&str]) -> TestCert {
     }
 }
 
-/// A TLS connection that trusts exactly `roots`; returns the negotiated ALPN and the
-/// certificate the server presented, or the handshake error.
+/// [`support::tls_client::handshake`] trusting these test certificates.
 async fn handshake(
     addr: SocketAddr,
     sni: &str,
@@ -49,38 +46,8 @@ async fn handshake(
     ),
     std::io::Error,
 > {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.der.clone()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let stream = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
-        .await?;
-    let (_, session) = stream.get_ref();
-    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-    let presented = session.peer_certificates().unwrap()[0].clone().into_owned();
-    Ok((stream, alpn, presented))
-}
-
-async fn https_get(
-    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-    host: &str,
-    path: &str,
-) -> support::Response {
-    let raw = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(raw.as_bytes()).await.unwrap();
-    let mut bytes = Vec::new();
-    // rustls reports a missing close_notify as an error after the data; the data is what counts.
-    let _ = stream.read_to_end(&mut bytes).await;
-    support::http1::parse(&bytes).expect("HTTP response over TLS")
+    let roots: Vec<CertificateDer<'static>> = roots.iter().map(|r| r.der.clone()).collect();
+    support::tls_client::handshake(addr, sni, &roots, alpn).await
 }
 
 struct Setup {

@@ -1,5 +1,5 @@
-//! The client side of the admin API, for `headland reload`: one blocking HTTP/1.1 request to
-//! the running instance.
+//! The client side of the admin API, for `headland reload` and `headland certs`: one
+//! blocking HTTP/1.1 request to the running instance.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,15 +10,29 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `POST /reload` with the bearer token; returns the status and body of the answer.
 pub fn post_reload(addr: SocketAddr, token: &[u8]) -> io::Result<(u16, String)> {
+    send(addr, "POST", "/reload", Some(token))
+}
+
+/// One request without a body; returns the status and body of the answer.
+pub fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&[u8]>,
+) -> io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let mut request = format!(
-        "POST /reload HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\nAuthorization: Bearer "
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n"
     )
     .into_bytes();
-    request.extend_from_slice(token);
-    request.extend_from_slice(b"\r\n\r\n");
+    if let Some(token) = token {
+        request.extend_from_slice(b"Authorization: Bearer ");
+        request.extend_from_slice(token);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
     stream.write_all(&request)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;

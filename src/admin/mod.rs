@@ -6,6 +6,8 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /config` | generation, file, SHA-256, load time, last reload error (JSON) |
 //! | `POST /reload` | reload now; needs `Authorization: Bearer <token>` |
+//! | `GET /certs` | every certificate: names, source, state, issuer, expiry, next renewal, last error (JSON) |
+//! | `POST /certs/renew?name=NAME` | renew that ACME certificate now (back-off permitting); needs the token |
 
 pub mod client;
 
@@ -17,6 +19,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::acme::Acme;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::snapshot::SnapshotCell;
@@ -27,6 +30,7 @@ pub struct AdminApp {
     metrics: Arc<Metrics>,
     /// `None` when there is no file to reload from (the demo).
     reloader: Option<Arc<Reloader>>,
+    acme: Arc<Acme>,
 }
 
 type Answer = (u16, &'static str, Vec<u8>);
@@ -41,11 +45,13 @@ impl AdminApp {
         snapshots: Arc<SnapshotCell>,
         metrics: Arc<Metrics>,
         reloader: Option<Arc<Reloader>>,
+        acme: Arc<Acme>,
     ) -> Self {
         Self {
             snapshots,
             metrics,
             reloader,
+            acme,
         }
     }
 
@@ -77,13 +83,14 @@ impl AdminApp {
         }
     }
 
-    async fn reload(&self, session: &ServerSession) -> Answer {
+    /// `None` when the request carries the admin token, else the refusal to send.
+    fn refuse_unauthorized(&self, session: &ServerSession) -> Option<Answer> {
         let snapshot = self.snapshots.load();
         let Some(expected) = &snapshot.config.admin_token else {
-            return json_answer(
+            return Some(json_answer(
                 403,
-                &json!({ "error": "reload over the admin API is off: set [listen] admin_token_file" }),
-            );
+                &json!({ "error": "mutations over the admin API are off: set [listen] admin_token_file" }),
+            ));
         };
         let presented = session
             .req_header()
@@ -91,7 +98,32 @@ impl AdminApp {
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
         if !presented.is_some_and(|token| constant_time_eq(token, &expected.0)) {
-            return json_answer(401, &json!({ "error": "missing or wrong admin token" }));
+            return Some(json_answer(
+                401,
+                &json!({ "error": "missing or wrong admin token" }),
+            ));
+        }
+        None
+    }
+
+    fn renew(&self, session: &ServerSession) -> Answer {
+        if let Some(refusal) = self.refuse_unauthorized(session) {
+            return refusal;
+        }
+        let query = session.req_header().uri.query().unwrap_or_default();
+        let name = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("name="))
+            .unwrap_or_default();
+        match self.acme.request_renewal(&name.to_ascii_lowercase()) {
+            Ok(()) => json_answer(202, &json!({ "renewing": name })),
+            Err(error) => json_answer(404, &json!({ "error": error })),
+        }
+    }
+
+    async fn reload(&self, session: &ServerSession) -> Answer {
+        if let Some(refusal) = self.refuse_unauthorized(session) {
+            return refusal;
         }
         let Some(reloader) = &self.reloader else {
             return json_answer(
@@ -134,7 +166,9 @@ impl ServeHttp for AdminApp {
             }
             (Method::GET, "/config") => self.config_status(),
             (Method::POST, "/reload") => self.reload(session).await,
-            (_, "/healthz" | "/metrics" | "/config" | "/reload") => {
+            (Method::GET, "/certs") => json_answer(200, &self.acme.status()),
+            (Method::POST, "/certs/renew") => self.renew(session),
+            (_, "/healthz" | "/metrics" | "/config" | "/reload" | "/certs" | "/certs/renew") => {
                 (405, TEXT, b"405 Method Not Allowed\n".to_vec())
             }
             _ => (

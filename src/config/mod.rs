@@ -4,6 +4,7 @@
 //! with its location at once. Nothing here panics, so a bad file during a reload only ever
 //! produces errors while the running configuration keeps serving.
 
+mod acme;
 mod error;
 mod health;
 mod rate_limit;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
+pub use acme::AcmeConfig;
 pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
 pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
 pub use rate_limit::RateLimitConfig;
@@ -46,6 +48,8 @@ pub struct Config {
     /// turns mutations off.
     pub admin_token: Option<Secret>,
     pub tls: TlsConfig,
+    /// `[acme]`: obtain and renew certificates. Default: none (certificates from files only).
+    pub acme: Option<AcmeConfig>,
 }
 
 /// Bytes that must never reach a log line or an error message.

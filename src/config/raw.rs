@@ -30,6 +30,7 @@ pub struct RawConfig {
     pub tls: RawTls,
     #[serde(default)]
     pub certificates: Vec<Spanned<RawCertificate>>,
+    pub acme: Option<Spanned<RawAcme>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,13 +41,23 @@ pub struct RawTls {
     pub default_certificate: Option<Spanned<String>>,
 }
 
-/// `[[certificates]]`: a certificate from files for the listed names.
+/// `[[certificates]]`: a certificate from files for the listed names, or, without files,
+/// names to obtain one certificate for over ACME.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCertificate {
     pub names: Vec<Spanned<String>>,
-    pub cert_file: Spanned<String>,
-    pub key_file: Spanned<String>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub directory: Option<Spanned<String>>,
+    pub contact: Option<Vec<Spanned<String>>>,
+    pub challenge: Option<Spanned<String>>,
+    pub ca_root: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

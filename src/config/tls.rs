@@ -23,6 +23,9 @@ pub struct TlsConfig {
     /// `Strict-Transport-Security` value sent on HTTPS responses. Default: none.
     pub hsts: Option<String>,
     pub certificates: Vec<StaticCertificate>,
+    /// `[[certificates]]` entries without files: names to obtain over ACME, one certificate
+    /// per entry, in file order.
+    pub acme_certificates: Vec<Vec<String>>,
     /// Index into `certificates` for clients that send no (or an unknown) server name.
     /// Default: none (such handshakes fail).
     pub default_certificate: Option<usize>,
@@ -40,6 +43,7 @@ pub fn tls(
     raw: &RawTls,
     certificates: &[Spanned<RawCertificate>],
     https_listeners: usize,
+    acme_configured: bool,
     base_dir: &Path,
     sink: &mut ErrorSink<'_>,
 ) -> TlsConfig {
@@ -53,22 +57,38 @@ pub fn tls(
     });
     let mut seen: Vec<(String, usize)> = Vec::new();
     let mut loaded = Vec::new();
+    let mut acme_certificates = Vec::new();
     for raw_certificate in certificates {
         let line = sink.line_of(raw_certificate.span());
-        let Some(certificate) = certificate(raw_certificate.get_ref(), base_dir, sink) else {
-            continue;
+        let raw = raw_certificate.get_ref();
+        let names = match (&raw.cert_file, &raw.key_file) {
+            (Some(cert_file), Some(key_file)) => {
+                let Some(certificate) = certificate(raw, cert_file, key_file, base_dir, sink)
+                else {
+                    continue;
+                };
+                let names = certificate.names.clone();
+                loaded.push(certificate);
+                names
+            }
+            (None, None) => match acme_names(raw, acme_configured, raw_certificate.span(), sink) {
+                Some(names) => {
+                    acme_certificates.push(names.clone());
+                    names
+                }
+                None => continue,
+            },
+            (Some(file), None) | (None, Some(file)) => {
+                sink.at(file.span(), "a certificate needs both cert_file and key_file (or neither, to obtain it over ACME)");
+                continue;
+            }
         };
-        for (name, span) in certificate
-            .names
-            .iter()
-            .zip(raw_certificate.get_ref().names.iter().map(Spanned::span))
-        {
+        for (name, span) in names.iter().zip(raw.names.iter().map(Spanned::span)) {
             match seen.iter().find(|(other, _)| other == name) {
                 Some((_, first)) => sink.at(span, format!("certificate name \"{name}\" is already served by the certificate at line {first}")),
                 None => seen.push((name.clone(), line)),
             }
         }
-        loaded.push(certificate);
     }
     let default_certificate = raw.default_certificate.as_ref().and_then(|name| {
         let wanted = name.get_ref().to_ascii_lowercase();
@@ -83,19 +103,50 @@ pub fn tls(
         }
         found
     });
-    if https_listeners > 0 && certificates.is_empty() {
-        sink.at(0..0, "listen.https needs at least one [[certificates]] entry (ACME issuance is not available yet)");
+    if https_listeners > 0 && certificates.is_empty() && !acme_configured {
+        sink.at(0..0, "listen.https needs certificates: add [acme] to obtain them, or [[certificates]] entries with cert_file and key_file");
     }
     TlsConfig {
         redirect_http: raw.redirect_http.unwrap_or(false),
         hsts,
         certificates: loaded,
+        acme_certificates,
         default_certificate,
     }
 }
 
+/// A file-less `[[certificates]]` entry: names for ACME. Wildcards need DNS-01, which needs
+/// the embedded DNS server; HTTP-01 cannot prove control of a whole subtree (RFC 8555 §8.3).
+fn acme_names(
+    raw: &RawCertificate,
+    acme_configured: bool,
+    span: std::ops::Range<usize>,
+    sink: &mut ErrorSink<'_>,
+) -> Option<Vec<String>> {
+    let errors_before = sink.len();
+    if !acme_configured {
+        sink.at(span.clone(), "certificate has no cert_file and key_file, so it would be obtained over ACME, but there is no [acme] section");
+    }
+    if raw.names.is_empty() {
+        sink.at(span, "certificate needs at least one name in names");
+    }
+    let names: Vec<String> = raw
+        .names
+        .iter()
+        .filter_map(|name| certificate_name(name, sink))
+        .collect();
+    for (name, raw_name) in names.iter().zip(&raw.names) {
+        if name.starts_with("*.") {
+            sink.at(raw_name.span(), format!("certificate name \"{name}\" is a wildcard: ACME wildcards need challenge = \"dns-01\", which is not available yet; list the names, or give cert_file and key_file"));
+        }
+    }
+    (sink.len() == errors_before).then_some(names)
+}
+
 fn certificate(
     raw: &RawCertificate,
+    cert_file: &Spanned<String>,
+    key_file: &Spanned<String>,
     base_dir: &Path,
     sink: &mut ErrorSink<'_>,
 ) -> Option<StaticCertificate> {
@@ -107,36 +158,36 @@ fn certificate(
         .collect();
     if raw.names.is_empty() {
         sink.at(
-            raw.cert_file.span(),
+            cert_file.span(),
             "certificate needs at least one name in names",
         );
     }
-    let chain = read(&raw.cert_file, base_dir, sink).and_then(|pem| {
+    let chain = read(cert_file, base_dir, sink).and_then(|pem| {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
             .filter_map(Result::ok)
             .collect();
         if chain.is_empty() {
             sink.at(
-                raw.cert_file.span(),
+                cert_file.span(),
                 format!(
                     "cert_file \"{}\" holds no PEM certificate",
-                    raw.cert_file.get_ref()
+                    cert_file.get_ref()
                 ),
             );
             return None;
         }
         Some(chain)
     });
-    let key = read(&raw.key_file, base_dir, sink).and_then(|pem| {
+    let key = read(key_file, base_dir, sink).and_then(|pem| {
         let parsed = PrivateKeyDer::from_pem_slice(&pem)
             .ok()
             .and_then(|der| any_supported_type(&der).ok());
         if parsed.is_none() {
             sink.at(
-                raw.key_file.span(),
+                key_file.span(),
                 format!(
                     "key_file \"{}\" holds no usable private key (PEM, PKCS#8, RSA or EC)",
-                    raw.key_file.get_ref()
+                    key_file.get_ref()
                 ),
             );
         }
@@ -146,10 +197,10 @@ fn certificate(
     let certified = CertifiedKey::new(chain, key);
     if certified.keys_match().is_err() {
         sink.at(
-            raw.key_file.span(),
+            key_file.span(),
             format!(
                 "key_file \"{}\" does not belong to the certificate in cert_file",
-                raw.key_file.get_ref()
+                key_file.get_ref()
             ),
         );
     }
@@ -159,7 +210,7 @@ fn certificate(
                 span,
                 format!(
                     "the certificate in \"{}\" is not valid for \"{name}\"",
-                    raw.cert_file.get_ref()
+                    cert_file.get_ref()
                 ),
             );
         }

@@ -60,9 +60,14 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         &raw.tls,
         &raw.certificates,
         listen.https.len(),
+        raw.acme.is_some(),
         base_dir,
         &mut sink,
     );
+    let acme = raw
+        .acme
+        .as_ref()
+        .map(|acme| super::acme::acme(acme, &tls, &routes, base_dir, &mut sink));
     let admin_token = raw
         .listen
         .admin_token_file
@@ -88,6 +93,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         rate_limits,
         admin_token,
         tls,
+        acme,
     })
 }
 

@@ -26,6 +26,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use prometheus::IntGauge;
 
 use crate::access_log::{self, AccessLog, AccessRecord};
+use crate::acme::challenge::{Http01Tokens, HTTP01_PREFIX};
 use crate::config::Balance;
 use crate::host::normalize_authority;
 use crate::metrics::{self, Metrics};
@@ -40,6 +41,8 @@ pub struct HeadlandProxy {
     snapshots: Arc<SnapshotCell>,
     access_log: Arc<AccessLog>,
     metrics: Arc<Metrics>,
+    /// ACME HTTP-01 answers, served before routing so no route can shadow them.
+    acme_tokens: Http01Tokens,
 }
 
 /// Everything one request accumulates on its way through the hooks.
@@ -73,11 +76,13 @@ impl HeadlandProxy {
         snapshots: Arc<SnapshotCell>,
         access_log: Arc<AccessLog>,
         metrics: Arc<Metrics>,
+        acme_tokens: Http01Tokens,
     ) -> Self {
         Self {
             snapshots,
             access_log,
             metrics,
+            acme_tokens,
         }
     }
 
@@ -134,10 +139,14 @@ impl HeadlandProxy {
         ctx.https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
 
         let tls = &snapshot.config.tls;
-        let acme_challenge = request
-            .uri
-            .path()
-            .starts_with("/.well-known/acme-challenge/");
+        let acme_challenge = request.uri.path().starts_with(HTTP01_PREFIX);
+        if acme_challenge && !ctx.https {
+            if let Some(answer) = self.acme_tokens.answer(request.uri.path()) {
+                let request_id = ctx.request_id.clone();
+                responses::plain(session, 200, answer, &request_id, &[]).await?;
+                return Ok(true);
+            }
+        }
         if tls.redirect_http && !ctx.https && !acme_challenge {
             let https_port = snapshot
                 .config

@@ -1,9 +1,9 @@
 //! HTTPS: the certificate for each server name, chosen during the handshake from the current
 //! snapshot, so certificates appear, change and disappear with a reload, no restart.
 //!
-//! Lookup order: the exact name, then the wildcard one level up (`*.example.com` covers
-//! `a.example.com`, not `a.b.example.com`, as RFC 6125 §6.4.3 says), then the configured
-//! default. No match: no certificate, and rustls ends the handshake with an alert.
+//! Lookup order: certificate files by the exact name, then the wildcard one level up
+//! (`*.example.com` covers `a.example.com`, not `a.b.example.com`, as RFC 6125 §6.4.3 says),
+//! then ACME certificates the same way, then the configured default. No match: no certificate, and rustls ends the handshake with an alert.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,6 +13,7 @@ use pingora::listeners::tls::TlsSettings;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use crate::acme::Acme;
 use crate::config::TlsConfig;
 use crate::snapshot::SnapshotCell;
 
@@ -28,6 +29,7 @@ pub struct CertIndex {
 /// The rustls resolver behind every HTTPS listener.
 pub struct SniResolver {
     snapshots: Arc<SnapshotCell>,
+    acme: Arc<Acme>,
 }
 
 // === impl CertIndex ===
@@ -51,23 +53,44 @@ impl CertIndex {
         index
     }
 
-    /// The certificate for `server_name` (lowercase), if any.
-    pub fn resolve(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let by_name = server_name.and_then(|name| {
-            self.exact.get(name).or_else(|| {
+    /// An index of certificates by their names, with no default (ACME certificates).
+    pub fn from_keys<'a>(keys: impl Iterator<Item = (&'a [String], Arc<CertifiedKey>)>) -> Self {
+        let mut index = CertIndex::default();
+        for (names, key) in keys {
+            for name in names {
+                match name.strip_prefix("*.") {
+                    Some(suffix) => index.wildcard.insert(suffix.to_owned(), Arc::clone(&key)),
+                    None => index.exact.insert(name.clone(), Arc::clone(&key)),
+                };
+            }
+        }
+        index
+    }
+
+    /// The certificate for `name` (lowercase): exact, then one-level wildcard.
+    pub fn resolve_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.exact
+            .get(name)
+            .or_else(|| {
                 let (_, parent) = name.split_once('.')?;
                 self.wildcard.get(parent)
             })
-        });
-        by_name.or(self.default.as_ref()).cloned()
+            .cloned()
+    }
+
+    /// The certificate for `server_name` (lowercase), else the default, if any.
+    pub fn resolve(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        server_name
+            .and_then(|name| self.resolve_name(name))
+            .or_else(|| self.default.clone())
     }
 }
 
 // === impl SniResolver ===
 
 impl SniResolver {
-    pub fn new(snapshots: Arc<SnapshotCell>) -> Self {
-        Self { snapshots }
+    pub fn new(snapshots: Arc<SnapshotCell>, acme: Arc<Acme>) -> Self {
+        Self { snapshots, acme }
     }
 }
 
@@ -81,7 +104,12 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // rustls has already checked that the SNI is a DNS name; only its case may vary.
         let name = client_hello.server_name().map(str::to_ascii_lowercase);
-        let found = self.snapshots.load().certs.resolve(name.as_deref());
+        // Files first (an operator's explicit choice), then ACME, then the default.
+        let files = &self.snapshots.load().certs;
+        let found = name
+            .as_deref()
+            .and_then(|name| files.resolve_name(name).or_else(|| self.acme.resolve(name)))
+            .or_else(|| files.resolve(None));
         if found.is_none() {
             tracing::info!(
                 server_name = name.as_deref().unwrap_or("(none)"),

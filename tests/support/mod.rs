@@ -3,7 +3,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod http1;
+pub mod pebble;
 pub mod servers;
+pub mod tls_client;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -72,7 +74,12 @@ impl Headland {
     /// Full control: extra `[listen]` and `[node]` keys. The admin API always gets the token
     /// `TOKEN` (from a file in the test's directory).
     pub fn start_with(body: &str, listen_extra: &str, node_extra: &str) -> Headland {
-        let dir = scratch_dir();
+        Self::start_in(scratch_dir(), body, listen_extra, node_extra)
+    }
+
+    /// Like `start_with`, with `dir` as the working and state directory (a second run over
+    /// the same state).
+    pub fn start_in(dir: PathBuf, body: &str, listen_extra: &str, node_extra: &str) -> Headland {
         std::fs::write(dir.join("admin.token"), format!("{TOKEN}\n")).unwrap();
         for _attempt in 0..3 {
             let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -230,11 +237,22 @@ impl Headland {
     }
 }
 
+impl Headland {
+    /// Stops the process and keeps its directory (config, state) for another run.
+    pub fn stop_keeping_state(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::take(&mut self.dir)
+    }
+}
+
 impl Drop for Headland {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

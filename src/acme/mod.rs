@@ -1,0 +1,586 @@
+//! Certificates obtained and renewed over ACME (RFC 8555), and the status of every
+//! certificate the node serves.
+//!
+//! One background task owns all ACME work: on start and after every reload it loads what
+//! `state_dir` already holds (a restart never re-orders a valid certificate), orders what is
+//! missing, and sleeps until the next renewal, renewal-information check or retry. The
+//! certificates it holds are published in an `ArcSwap` that the SNI resolver reads, so a new
+//! certificate serves from the next handshake on.
+
+mod certificate;
+pub mod challenge;
+mod order;
+pub mod report;
+mod schedule;
+pub mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use instant_acme::{Account, AccountCredentials, NewAccount};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AcmeConfig, Config};
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotCell;
+use crate::tls::CertIndex;
+use crate::webhook::{Event, EventKind, Webhooks};
+pub use certificate::CertificateFacts;
+use challenge::Http01Tokens;
+use store::{CertStore, StoredCertificate};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcmeError {
+    #[error("ACME {step}: {source}")]
+    Acme {
+        step: &'static str,
+        #[source]
+        source: instant_acme::Error,
+    },
+    #[error("validation failed: {0}")]
+    Rejected(String),
+    #[error("cannot make the certificate key: {0}")]
+    Key(String),
+    #[error("cannot write {path}: {error}")]
+    Store {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("stored certificate {path} is unusable: {reason}")]
+    BadStoredCertificate { path: PathBuf, reason: String },
+    #[error("stored ACME account is unreadable: {0}")]
+    BadAccount(#[source] serde_json::Error),
+}
+
+/// What the proxy, the SNI resolver and the admin API share with the ACME task.
+#[derive(Default)]
+pub struct Acme {
+    pub tokens: Http01Tokens,
+    certificates: ArcSwap<CertIndex>,
+    status: Mutex<Vec<CertStatus>>,
+    /// Certificates an operator asked to renew now (by first name).
+    renew_requests: Mutex<BTreeSet<String>>,
+    wake: tokio::sync::Notify,
+}
+
+/// One certificate as `headland certs` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertStatus {
+    pub names: Vec<String>,
+    /// `acme` or `file`.
+    pub source: String,
+    /// `valid`, `pending` (being obtained), `failing` (an old one still serves), `missing`
+    /// (none yet and the last attempt failed), or `expired`.
+    pub state: String,
+    pub issuer: Option<String>,
+    /// Unix seconds.
+    pub not_after: Option<u64>,
+    pub next_renewal: Option<u64>,
+    pub last_error: Option<String>,
+    pub failures: u32,
+}
+
+/// The background task.
+pub struct AcmeService {
+    acme: Arc<Acme>,
+    snapshots: Arc<SnapshotCell>,
+    metrics: Arc<Metrics>,
+    webhooks: Arc<Webhooks>,
+    /// Names with an expiry gauge, so that a name no longer served loses its series.
+    expiry_names: Mutex<BTreeSet<String>>,
+}
+
+/// One managed certificate's state in the task.
+struct Entry {
+    names: Vec<String>,
+    current: Option<StoredCertificate>,
+    failures: Failures,
+    /// From renewal information when the CA has it, else a third of the lifetime left.
+    renew_at: Option<SystemTime>,
+    next_ari_check: SystemTime,
+    pending: bool,
+}
+
+/// Consecutive failures for a certificate, kept on disk so a restart keeps backing off.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Failures {
+    count: u32,
+    /// Unix seconds; no attempt before this.
+    not_before: u64,
+    last_error: Option<String>,
+}
+
+// === impl AcmeError ===
+
+impl AcmeError {
+    fn acme(step: &'static str, source: instant_acme::Error) -> Self {
+        Self::Acme { step, source }
+    }
+}
+
+// === impl Acme ===
+
+impl Acme {
+    /// The ACME certificate for `name` (lowercase), exact then one-level wildcard.
+    pub fn resolve(&self, name: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.certificates.load().resolve_name(name)
+    }
+
+    pub fn status(&self) -> Vec<CertStatus> {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Asks for the ACME certificate with first name `name` to be renewed now. A back-off
+    /// after failures still applies: forcing must not hammer the CA.
+    pub fn request_renewal(&self, name: &str) -> Result<(), String> {
+        let known = self
+            .status()
+            .iter()
+            .any(|c| c.source == "acme" && c.names.first().is_some_and(|n| n == name));
+        if !known {
+            return Err(format!("no ACME certificate named \"{name}\""));
+        }
+        if let Ok(mut requests) = self.renew_requests.lock() {
+            requests.insert(name.to_owned());
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn take_renewal_requests(&self) -> BTreeSet<String> {
+        self.renew_requests
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+}
+
+// === impl AcmeService ===
+
+#[async_trait]
+impl BackgroundService for AcmeService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut changes = self.snapshots.subscribe();
+        let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut account: Option<(String, Account)> = None;
+        let mut store_cleaned = false;
+        loop {
+            let snapshot = self.snapshots.load();
+            let store = CertStore::new(&snapshot.config.node.state_dir);
+            if !store_cleaned {
+                store.remove_stale_temporaries();
+                store_cleaned = true;
+            }
+            let wake = match &snapshot.config.acme {
+                Some(acme) => {
+                    sync_entries(&mut entries, acme, &store);
+                    for primary in self.acme.take_renewal_requests() {
+                        if let Some(entry) = entries.get_mut(&primary) {
+                            entry.renew_at = Some(SystemTime::now());
+                        }
+                    }
+                    self.publish(&entries, &snapshot.config);
+                    self.work_due(&mut entries, acme, &store, &mut account)
+                        .await;
+                    next_wake(&entries)
+                }
+                None => {
+                    entries.clear();
+                    None
+                }
+            };
+            self.publish(&entries, &snapshot.config);
+            let sleep = wake
+                .and_then(|at| at.duration_since(SystemTime::now()).ok())
+                .unwrap_or(schedule::ARI_CHECK_INTERVAL)
+                .min(schedule::ARI_CHECK_INTERVAL);
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                changed = changes.changed() => if changed.is_err() { return },
+                () = self.acme.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+impl AcmeService {
+    pub fn new(
+        acme: Arc<Acme>,
+        snapshots: Arc<SnapshotCell>,
+        metrics: Arc<Metrics>,
+        webhooks: Arc<Webhooks>,
+    ) -> Self {
+        Self {
+            acme,
+            snapshots,
+            metrics,
+            webhooks,
+            expiry_names: Mutex::default(),
+        }
+    }
+
+    async fn work_due(
+        &self,
+        entries: &mut BTreeMap<String, Entry>,
+        acme: &AcmeConfig,
+        store: &CertStore,
+        account: &mut Option<(String, Account)>,
+    ) {
+        let primaries: Vec<String> = entries.keys().cloned().collect();
+        for primary in primaries {
+            let now = SystemTime::now();
+            let Some(entry) = entries.get_mut(&primary) else {
+                continue;
+            };
+            if entry.next_action() > now {
+                continue;
+            }
+            let account = match ensure_account(account, acme, store).await {
+                Ok(account) => account,
+                Err(error) => {
+                    self.failed(&primary, entry, store, &error);
+                    continue;
+                }
+            };
+            if entry.current.is_some() && !entry.renewal_due(now) {
+                check_renewal_info(entry, &account, now).await;
+                if !entry.renewal_due(now) {
+                    continue;
+                }
+            }
+            entry.pending = true;
+            self.publish(entries, &self.snapshots.load().config);
+            let Some(entry) = entries.get_mut(&primary) else {
+                continue;
+            };
+            self.renew(&primary, entry, &account, store).await;
+        }
+    }
+
+    /// Orders a certificate for `entry` and puts it in place, or records the failure.
+    async fn renew(&self, primary: &str, entry: &mut Entry, account: &Account, store: &CertStore) {
+        let replaces = entry.current.as_ref().and_then(|c| c.facts.ari_id.clone());
+        tracing::info!(certificate = primary, names = ?entry.names, "ordering a certificate");
+        let result = order::obtain(account, &entry.names, replaces, &self.acme.tokens)
+            .await
+            .and_then(|issued| store.save_certificate(primary, &issued.key_pem, &issued.chain_pem));
+        entry.pending = false;
+        match result {
+            Ok(stored) => {
+                tracing::info!(certificate = primary, serial = %stored.facts.serial, "certificate issued");
+                self.metrics
+                    .acme_orders
+                    .with_label_values(&["issued"])
+                    .inc();
+                entry.renew_at = Some(schedule::renew_at_third_left(&stored.facts));
+                entry.next_ari_check = SystemTime::now();
+                entry.current = Some(stored);
+                entry.failures = Failures::default();
+                let _ = std::fs::remove_file(store.failures_path(primary));
+                self.webhooks
+                    .notify(Event::certificate(EventKind::CertRenewed, primary, None));
+            }
+            Err(error) => self.failed(primary, entry, store, &error),
+        }
+    }
+
+    fn failed(&self, primary: &str, entry: &mut Entry, store: &CertStore, error: &AcmeError) {
+        entry.pending = false;
+        entry.failures.count += 1;
+        let wait = schedule::backoff(entry.failures.count, retry_after(error));
+        entry.failures.not_before = unix(SystemTime::now() + wait);
+        entry.failures.last_error = Some(error.to_string());
+        tracing::warn!(certificate = primary, %error, failures = entry.failures.count, retry_in_seconds = wait.as_secs(), "certificate order failed");
+        self.metrics
+            .acme_orders
+            .with_label_values(&["failed"])
+            .inc();
+        if let Ok(json) = serde_json::to_vec(&entry.failures) {
+            if let Err(error) = store::write_atomically(&store.failures_path(primary), &json) {
+                tracing::warn!(%error, "cannot record the failure; a restart will retry sooner");
+            }
+        }
+        self.webhooks.notify(Event::certificate(
+            EventKind::CertFailed,
+            primary,
+            Some(error.to_string()),
+        ));
+    }
+
+    /// Makes the current certificates visible to the resolver, the status and the metrics.
+    fn publish(&self, entries: &BTreeMap<String, Entry>, config: &Config) {
+        let served = entries.values().filter_map(|entry| {
+            entry
+                .current
+                .as_ref()
+                .map(|c| (entry.names.as_slice(), Arc::clone(&c.key)))
+        });
+        self.acme
+            .certificates
+            .store(Arc::new(CertIndex::from_keys(served)));
+        let mut status: Vec<CertStatus> = config
+            .tls
+            .certificates
+            .iter()
+            .map(CertStatus::of_file)
+            .collect();
+        status.extend(entries.values().map(Entry::status));
+        self.set_expiry_metrics(&status);
+        if let Ok(mut current) = self.acme.status.lock() {
+            *current = status;
+        }
+    }
+
+    fn set_expiry_metrics(&self, status: &[CertStatus]) {
+        let gauge = &self.metrics.certificate_expiry;
+        let mut shown = BTreeSet::new();
+        for certificate in status {
+            let Some(not_after) = certificate.not_after else {
+                continue;
+            };
+            for name in &certificate.names {
+                gauge
+                    .with_label_values(&[name.as_str()])
+                    .set(i64::try_from(not_after).unwrap_or(i64::MAX));
+                shown.insert(name.clone());
+            }
+        }
+        if let Ok(mut previous) = self.expiry_names.lock() {
+            for gone in previous.difference(&shown) {
+                let _ = gauge.remove_label_values(&[gone.as_str()]);
+            }
+            *previous = shown;
+        }
+    }
+}
+
+/// Adds entries for new certificates (loading what `state_dir` holds) and drops removed ones.
+fn sync_entries(entries: &mut BTreeMap<String, Entry>, acme: &AcmeConfig, store: &CertStore) {
+    let wanted: BTreeMap<&str, &Vec<String>> = acme
+        .certificates
+        .iter()
+        .filter_map(|names| names.first().map(|primary| (primary.as_str(), names)))
+        .collect();
+    entries.retain(|primary, entry| {
+        wanted
+            .get(primary.as_str())
+            .is_some_and(|n| **n == entry.names)
+    });
+    for (primary, names) in wanted {
+        if !entries.contains_key(primary) {
+            entries.insert(primary.to_owned(), Entry::load(primary, names, store));
+        }
+    }
+}
+
+fn next_wake(entries: &BTreeMap<String, Entry>) -> Option<SystemTime> {
+    entries.values().map(Entry::next_action).min()
+}
+
+/// The account for this directory: the stored one, else a new one (stored 0600).
+async fn ensure_account(
+    cached: &mut Option<(String, Account)>,
+    acme: &AcmeConfig,
+    store: &CertStore,
+) -> Result<Account, AcmeError> {
+    if let Some((directory, account)) = cached {
+        if *directory == acme.directory {
+            return Ok(account.clone());
+        }
+    }
+    let builder = || match &acme.ca_root {
+        Some(root) => Account::builder_with_root(root),
+        None => Account::builder(),
+    };
+    let acme_error = |step| move |source| AcmeError::acme(step, source);
+    let path = store.account_path(&acme.directory);
+    let account = match std::fs::read(&path) {
+        Ok(json) => {
+            let credentials: AccountCredentials =
+                serde_json::from_slice(&json).map_err(AcmeError::BadAccount)?;
+            builder()
+                .map_err(acme_error("loading the account"))?
+                .from_credentials(credentials)
+                .await
+                .map_err(acme_error("loading the account"))?
+        }
+        Err(_) => {
+            let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
+            let new_account = NewAccount {
+                contact: &contact,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            };
+            let (account, credentials) = builder()
+                .map_err(acme_error("creating the account"))?
+                .create(&new_account, acme.directory.clone(), None)
+                .await
+                .map_err(acme_error("creating the account"))?;
+            let json = serde_json::to_vec(&credentials).map_err(AcmeError::BadAccount)?;
+            store::write_atomically(&path, &json)?;
+            tracing::info!(directory = %acme.directory, id = account.id(), "ACME account created");
+            account
+        }
+    };
+    *cached = Some((acme.directory.clone(), account.clone()));
+    Ok(account)
+}
+
+/// Asks the CA when to renew (RFC 9773), at most every twelve hours; a CA without renewal
+/// information leaves the third-of-lifetime time in place.
+async fn check_renewal_info(entry: &mut Entry, account: &Account, now: SystemTime) {
+    if entry.next_ari_check > now {
+        return;
+    }
+    entry.next_ari_check = now + schedule::ARI_CHECK_INTERVAL;
+    let Some(id) = entry.current.as_ref().and_then(|c| c.facts.ari_id.clone()) else {
+        return;
+    };
+    match account.renewal_info(&id).await {
+        Ok((info, retry_after)) => {
+            let window = &info.suggested_window;
+            entry.renew_at = Some(schedule::renew_in_window(
+                window.start.into(),
+                window.end.into(),
+                now,
+            ));
+            // The CA's Retry-After says when to ask again; never more often than hourly.
+            let again = retry_after.clamp(Duration::from_secs(3600), schedule::ARI_CHECK_INTERVAL);
+            entry.next_ari_check = now + again;
+        }
+        Err(instant_acme::Error::Unsupported(_)) => {}
+        Err(error) => {
+            tracing::info!(%error, "renewal information unavailable; renewing at a third of the lifetime")
+        }
+    }
+}
+
+/// The CA's own wait, where instant-acme passes it on; rate limits get at least an hour
+/// because Let's Encrypt counts them per hour or per week.
+fn retry_after(error: &AcmeError) -> Option<Duration> {
+    let AcmeError::Acme { source, .. } = error else {
+        return None;
+    };
+    match source {
+        instant_acme::Error::Timeout(Some(at)) => {
+            Some(at.saturating_duration_since(std::time::Instant::now()))
+        }
+        instant_acme::Error::Api(problem)
+            if problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited") =>
+        {
+            Some(Duration::from_secs(3600))
+        }
+        _ => None,
+    }
+}
+
+fn unix(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+// === impl Entry ===
+
+impl Entry {
+    fn load(primary: &str, names: &[String], store: &CertStore) -> Self {
+        let current = match store.load_certificate(primary) {
+            Ok(Some(stored)) if stored.facts.covers(names) => Some(stored),
+            Ok(Some(_)) => {
+                tracing::info!(
+                    certificate = primary,
+                    "stored certificate lacks a configured name; ordering a new one"
+                );
+                None
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring the stored certificate");
+                None
+            }
+        };
+        let failures = std::fs::read(store.failures_path(primary))
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .unwrap_or_default();
+        Self {
+            names: names.to_vec(),
+            renew_at: current
+                .as_ref()
+                .map(|c| schedule::renew_at_third_left(&c.facts)),
+            current,
+            failures,
+            next_ari_check: SystemTime::now(),
+            pending: false,
+        }
+    }
+
+    fn renewal_due(&self, now: SystemTime) -> bool {
+        self.renew_at.is_none_or(|at| at <= now)
+    }
+
+    /// When the task must next look at this certificate.
+    fn next_action(&self) -> SystemTime {
+        let after_backoff = UNIX_EPOCH + Duration::from_secs(self.failures.not_before);
+        let wanted = match (&self.current, self.renew_at) {
+            (Some(_), Some(renew_at)) => renew_at.min(self.next_ari_check),
+            _ => UNIX_EPOCH,
+        };
+        wanted.max(after_backoff)
+    }
+
+    fn status(&self) -> CertStatus {
+        let now = SystemTime::now();
+        let facts = self.current.as_ref().map(|c| &c.facts);
+        let state = match (facts, self.pending, self.failures.count) {
+            (_, true, _) => "pending",
+            (Some(f), _, _) if f.not_after <= now => "expired",
+            (Some(_), _, 0) => "valid",
+            (Some(_), _, _) => "failing",
+            (None, _, 0) => "pending",
+            (None, _, _) => "missing",
+        };
+        CertStatus {
+            names: self.names.clone(),
+            source: "acme".to_owned(),
+            state: state.to_owned(),
+            issuer: facts.map(|f| f.issuer.clone()),
+            not_after: facts.map(|f| unix(f.not_after)),
+            next_renewal: Some(unix(self.next_action().max(now))),
+            last_error: self.failures.last_error.clone(),
+            failures: self.failures.count,
+        }
+    }
+}
+
+// === impl CertStatus ===
+
+impl CertStatus {
+    fn of_file(certificate: &crate::config::StaticCertificate) -> Self {
+        let facts = certificate
+            .key
+            .cert
+            .first()
+            .and_then(|leaf| CertificateFacts::read(leaf).ok());
+        let expired = facts
+            .as_ref()
+            .is_some_and(|f| f.not_after <= SystemTime::now());
+        CertStatus {
+            names: certificate.names.clone(),
+            source: "file".to_owned(),
+            state: if expired { "expired" } else { "valid" }.to_owned(),
+            issuer: facts.as_ref().map(|f| f.issuer.clone()),
+            not_after: facts.as_ref().map(|f| unix(f.not_after)),
+            next_renewal: None,
+            last_error: None,
+            failures: 0,
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! ACME end to end against a real CA (Debian's pebble): a certificate obtained over HTTP-01
+//! for a routed name and served; no new order on restart; a renewal that drops no request;
+//! issuance despite rejected nonces; a failing challenge that backs off while the old
+//! certificate keeps serving.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::CertificateDer;
+use serde_json::Value;
+
+use support::pebble::{self, Pebble, ValidationForwarder};
+use support::tls_client::{handshake, https_get};
+use support::{echo_upstream, free_port, http1, Headland, TOKEN};
+
+const NAME: &str = "app.acme.test";
+
+struct Setup {
+    pebble: Pebble,
+    forwarder: ValidationForwarder,
+    proxy: Headland,
+    https: SocketAddr,
+    root: CertificateDer<'static>,
+    body: String,
+    listen: String,
+}
+
+async fn setup(nonce_reject: u32) -> Option<Setup> {
+    if !pebble::available() {
+        return None;
+    }
+    let forwarder = ValidationForwarder::start().await;
+    let pebble = Pebble::start(forwarder.port, nonce_reject, None);
+    let root = pebble.issuing_root().await;
+    let app = echo_upstream("app").await;
+    let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let body = format!(
+        r#"
+[acme]
+directory = "{directory}"
+contact = ["mailto:ops@acme.test"]
+ca_root = "{ca_root}"
+
+[upstreams.app]
+servers = ["{app}"]
+
+[[routes]]
+host = "{NAME}"
+upstream = "app"
+"#,
+        directory = pebble.directory,
+        ca_root = pebble.api_root.display(),
+    );
+    let listen = format!("https = [\"{https}\"]");
+    let proxy = Headland::start_with_listen(&body, &listen);
+    forwarder.forward_to(proxy.http);
+    Some(Setup {
+        pebble,
+        forwarder,
+        proxy,
+        https,
+        root,
+        body,
+        listen,
+    })
+}
+
+/// `GET /certs` from the admin API.
+async fn certs(proxy: &Headland) -> Vec<Value> {
+    let response = http1::get(proxy.admin, "admin", "/certs").await;
+    assert_eq!(response.status, 200);
+    response.json().as_array().cloned().unwrap()
+}
+
+/// Waits until the certificate for NAME is in `state` (and returns its status).
+async fn wait_state(proxy: &Headland, state: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let status = certs(proxy).await;
+        let ours = status.iter().find(|c| c["names"][0] == NAME).cloned();
+        if let Some(ours) = ours.filter(|c| c["state"] == state) {
+            return ours;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "certificate never became {state}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One HTTPS request for NAME trusting only pebble's root; the certificate served and status.
+async fn fetch(
+    https: SocketAddr,
+    root: &CertificateDer<'static>,
+) -> Result<(CertificateDer<'static>, u16), String> {
+    let (mut stream, _, presented) =
+        handshake(https, NAME, std::slice::from_ref(root), &[b"http/1.1"])
+            .await
+            .map_err(|e| e.to_string())?;
+    let response = https_get(&mut stream, NAME, "/hello").await;
+    Ok((presented, response.status))
+}
+
+async fn renew(proxy: &Headland) -> u16 {
+    let raw = format!(
+        "POST /certs/renew?name={NAME} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    http1::request(proxy.admin, &raw).await.status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_routed_name_gets_a_certificate_over_http01_and_a_restart_does_not_reorder() {
+    let Some(setup) = setup(0).await else { return };
+    let status = wait_state(&setup.proxy, "valid", Duration::from_secs(60)).await;
+    assert!(
+        status["issuer"].as_str().unwrap().contains("Pebble"),
+        "{status}"
+    );
+
+    let (served, code) = fetch(setup.https, &setup.root).await.unwrap();
+    assert_eq!(
+        code, 200,
+        "the routed upstream answers over the new certificate"
+    );
+    let metrics = setup.proxy.metrics().await;
+    assert_eq!(
+        metrics.count("headland_acme_orders_total", &[("result", "issued")]),
+        1.0
+    );
+    let expiry = metrics.count(
+        "headland_tls_certificate_expiry_timestamp_seconds",
+        &[("name", NAME)],
+    );
+    assert_eq!(expiry as u64, status["not_after"].as_u64().unwrap());
+
+    // The account and certificate are on disk, the key owner-only.
+    let state_dir: PathBuf = setup.proxy.dir.clone();
+    let bundle = state_dir.join("certs").join(format!("{NAME}.pem"));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&bundle).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    let Setup {
+        proxy,
+        https,
+        root,
+        body,
+        listen,
+        forwarder,
+        pebble: _pebble,
+        ..
+    } = setup;
+    let dir = proxy.stop_keeping_state();
+    let again = Headland::start_in(dir, &body, &listen, "");
+    forwarder.forward_to(again.http);
+    let status = wait_state(&again, "valid", Duration::from_secs(10)).await;
+    let (served_again, _) = fetch(https, &root).await.unwrap();
+    assert_eq!(
+        served_again, served,
+        "the stored certificate serves after a restart"
+    );
+    let metrics = again.metrics().await;
+    assert_eq!(
+        metrics.count("headland_acme_orders_total", &[("result", "issued")]),
+        0.0,
+        "no new order: {status}"
+    );
+
+    // `headland certs` shows it as the operator would see it.
+    let output = std::process::Command::new(support::binary())
+        .args(["certs", "--config"])
+        .arg(again.config_path())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(NAME))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("\tacme\tvalid\tPebble Intermediate CA"),
+        "{row}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forced_renewal_replaces_the_certificate_without_dropping_requests() {
+    let Some(setup) = setup(0).await else { return };
+    wait_state(&setup.proxy, "valid", Duration::from_secs(60)).await;
+    let (first, _) = fetch(setup.https, &setup.root).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let client = {
+        let (stop, ok, failed, root, https) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            setup.root.clone(),
+            setup.https,
+        );
+        tokio::spawn(async move {
+            let mut served = Vec::new();
+            for _ in 0..5_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match fetch(https, &root).await {
+                    Ok((cert, 200)) => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        if served.last() != Some(&cert) {
+                            served.push(cert);
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            served
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(renew(&setup.proxy).await, 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = setup.proxy.metrics().await;
+        if metrics.count("headland_acme_orders_total", &[("result", "issued")]) >= 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the renewal was never issued");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let served = client.await.unwrap();
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "no request failed during the renewal"
+    );
+    assert!(ok.load(Ordering::SeqCst) > 10);
+    assert_eq!(served.first(), Some(&first));
+    assert_eq!(
+        served.len(),
+        2,
+        "the loop saw the old and then the new certificate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issuance_succeeds_when_the_ca_rejects_half_the_nonces() {
+    let Some(setup) = setup(50).await else { return };
+    wait_state(&setup.proxy, "valid", Duration::from_secs(90)).await;
+    let (_, code) = fetch(setup.https, &setup.root).await.unwrap();
+    assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_challenge_backs_off_and_the_old_certificate_keeps_serving() {
+    let Some(setup) = setup(0).await else { return };
+    wait_state(&setup.proxy, "valid", Duration::from_secs(60)).await;
+    let (first, _) = fetch(setup.https, &setup.root).await.unwrap();
+
+    setup.forwarder.set_failing(true);
+    assert_eq!(renew(&setup.proxy).await, 202);
+    let status = wait_state(&setup.proxy, "failing", Duration::from_secs(60)).await;
+    assert_eq!(status["failures"], 1);
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("validation"),
+        "{status}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let next = status["next_renewal"].as_u64().unwrap();
+    assert!(
+        next >= now + 50,
+        "the next attempt waits about a minute: {next} vs now {now}"
+    );
+
+    // Asking again during the back-off does not reach the CA: no tight retry loop.
+    assert_eq!(renew(&setup.proxy).await, 202);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let metrics = setup.proxy.metrics().await;
+    assert_eq!(
+        metrics.count("headland_acme_orders_total", &[("result", "failed")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.count("headland_acme_orders_total", &[("result", "issued")]),
+        1.0
+    );
+
+    let (served, code) = fetch(setup.https, &setup.root).await.unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(served, first, "the existing certificate keeps serving");
+}
