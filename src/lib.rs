@@ -8,6 +8,7 @@ pub mod admin;
 pub mod client_ip;
 pub mod config;
 pub mod demo;
+pub mod dns;
 pub mod host;
 pub mod metrics;
 pub mod pid_file;

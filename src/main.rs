@@ -193,8 +193,10 @@ fn run_demo(addrs: DemoAddrs) -> anyhow::Result<()> {
 
 /// Diagnostics go to stderr (stdout carries the access log); `RUST_LOG` sets the level.
 fn init_tracing() {
+    // hickory-server logs every query at info: that is an access log, not a server log, and
+    // at DNS rates it would cost more than answering. RUST_LOG can turn it back on.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -22,6 +22,9 @@ pub const WEBHOOK_DELIVERIES: &str = "headland_webhook_deliveries_total";
 pub const ACCESS_LOG_DROPPED: &str = "headland_access_log_dropped_total";
 pub const CERTIFICATE_EXPIRY: &str = "headland_tls_certificate_expiry_timestamp_seconds";
 pub const ACME_ORDERS: &str = "headland_acme_orders_total";
+pub const REGION_UP: &str = "headland_region_up";
+pub const DNS_QUERIES: &str = "headland_dns_queries_total";
+pub const DNS_GEO_ANSWERS: &str = "headland_dns_geo_answers_total";
 
 /// Label value for requests that matched no route or no upstream.
 pub const NONE: &str = "";
@@ -49,6 +52,9 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     pub certificate_expiry: IntGaugeVec,
     pub acme_orders: IntCounterVec,
+    pub region_up: IntGaugeVec,
+    pub dns_queries: IntCounterVec,
+    pub dns_geo_answers: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -120,6 +126,21 @@ impl Metrics {
             "ACME orders, by result (issued or failed).",
             &["result"],
         )?;
+        let region_up = gauge(
+            REGION_UP,
+            "1 if this node may give the region out in DNS answers (healthy, or no health URL), 0 if its health checks fail.",
+            &["region"],
+        )?;
+        let dns_queries = counter(
+            DNS_QUERIES,
+            "DNS queries answered, by zone (empty outside our zones), query type and response code.",
+            &["zone", "qtype", "rcode"],
+        )?;
+        let dns_geo_answers = counter(
+            DNS_GEO_ANSWERS,
+            "Answers for geo names, by name and the region given out (\"all\" when every region was down).",
+            &["name", "region"],
+        )?;
         let http_duration = HistogramVec::new(
             HistogramOpts::new(
                 HTTP_DURATION,
@@ -177,6 +198,9 @@ impl Metrics {
             access_log_dropped,
             certificate_expiry,
             acme_orders,
+            region_up,
+            dns_queries,
+            dns_geo_answers,
         })
     }
 

@@ -57,9 +57,21 @@ pub struct ReloadError {
 /// Reloads on SIGHUP.
 pub struct ReloadOnSignal(pub Arc<Reloader>);
 
-/// Reloads when the file changes: polled (no platform watcher needed), noticing in-place
+/// Reloads when a file changes: polled (no platform watcher needed), noticing in-place
 /// writes and atomic renames alike, and debounced so a half-written file is not read.
-pub struct ReloadOnChange(pub Arc<Reloader>);
+pub struct ReloadOnChange {
+    reloader: Arc<Reloader>,
+    watched: Watched,
+}
+
+/// Which file a [`ReloadOnChange`] watches.
+#[derive(Debug, Clone, Copy)]
+enum Watched {
+    /// The configuration file (`watch_config = true`).
+    ConfigFile,
+    /// The current `[geoip] database`, which tools such as geoipupdate replace in place.
+    GeoipDatabase,
+}
 
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
@@ -156,13 +168,13 @@ impl Reloader {
             listen_changed,
         })
     }
+}
 
-    /// What identifies the file's current content on disk, cheaply.
-    fn fingerprint(&self) -> Option<(SystemTime, u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        let metadata = std::fs::metadata(&self.path).ok()?;
-        Some((metadata.modified().ok()?, metadata.len(), metadata.ino()))
-    }
+/// What identifies a file's current content on disk, cheaply.
+fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len(), metadata.ino()))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -195,17 +207,43 @@ impl BackgroundService for ReloadOnSignal {
 
 // === impl ReloadOnChange ===
 
+impl ReloadOnChange {
+    pub fn config_file(reloader: Arc<Reloader>) -> Self {
+        Self {
+            reloader,
+            watched: Watched::ConfigFile,
+        }
+    }
+
+    pub fn geoip_database(reloader: Arc<Reloader>) -> Self {
+        Self {
+            reloader,
+            watched: Watched::GeoipDatabase,
+        }
+    }
+
+    fn fingerprint(&self) -> Option<(SystemTime, u64, u64)> {
+        match self.watched {
+            Watched::ConfigFile => fingerprint(&self.reloader.path),
+            Watched::GeoipDatabase => {
+                let snapshot = self.reloader.snapshots.load();
+                fingerprint(snapshot.config.dns.geoip.as_deref()?)
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl BackgroundService for ReloadOnChange {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut seen = self.0.fingerprint();
+        let mut seen = self.fingerprint();
         let mut ticks = tokio::time::interval(WATCH_EVERY);
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let now = self.0.fingerprint();
+            let now = self.fingerprint();
             if now == seen || now.is_none() {
                 // Unchanged, or missing mid-rename: look again next tick.
                 continue;
@@ -213,12 +251,16 @@ impl BackgroundService for ReloadOnChange {
             // Debounce: wait until two looks in a row agree, so editors that write in
             // several steps are read once, complete.
             tokio::time::sleep(WATCH_EVERY).await;
-            let settled = self.0.fingerprint();
+            let settled = self.fingerprint();
             if settled != now {
                 continue;
             }
-            seen = settled;
-            let _ = self.0.reload().await;
+            if let Watched::GeoipDatabase = self.watched {
+                tracing::info!("the GeoIP database changed; reloading");
+            }
+            let _ = self.reloader.reload().await;
+            // The reload may have pointed at another database: start from what is there now.
+            seen = self.fingerprint();
         }
     }
 }

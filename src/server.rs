@@ -15,6 +15,7 @@ use crate::access_log::AccessLog;
 use crate::acme::{Acme, AcmeService};
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::dns::service::{DnsService, DnsSockets};
 use crate::metrics::Metrics;
 use crate::pid_file;
 use crate::proxy::HeadlandProxy;
@@ -45,6 +46,12 @@ pub enum StartError {
     Metrics(#[source] prometheus::Error),
     #[error("cannot set up an HTTPS listener: {0}")]
     Tls(#[source] Box<pingora::Error>),
+    #[error("cannot listen for DNS on {addrs}: {error}")]
+    Dns {
+        addrs: String,
+        #[source]
+        error: std::io::Error,
+    },
 }
 
 /// Builds every service and runs until a shutdown signal; does not return on success.
@@ -55,6 +62,7 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     let access_log = Arc::new(access_log);
     let listen = config.listen.clone();
     let watch_config = config.node.watch_config;
+    let threads = config.node.threads;
     let server_conf = server_conf(&config);
     if let Err(error) = pid_file::write(&config.node.state_dir) {
         tracing::warn!(%error, dir = %config.node.state_dir.display(), "cannot write the pid file; `headland reload` will need the admin API");
@@ -108,9 +116,13 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         if watch_config {
             server.add_service(background_service(
                 "reload on file change",
-                ReloadOnChange(Arc::clone(reloader)),
+                ReloadOnChange::config_file(Arc::clone(reloader)),
             ));
         }
+        server.add_service(background_service(
+            "reload on GeoIP database change",
+            ReloadOnChange::geoip_database(Arc::clone(reloader)),
+        ));
     }
 
     if let Some(admin_addr) = listen.admin {
@@ -132,6 +144,21 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         Arc::clone(&metrics),
         Arc::clone(&webhooks),
     ));
+    if !listen.dns.is_empty() {
+        let sockets = DnsSockets::bind(&listen.dns, threads).map_err(|error| StartError::Dns {
+            addrs: format!("{:?}", listen.dns),
+            error,
+        })?;
+        let dns = DnsService::new(
+            sockets,
+            Arc::clone(&snapshots),
+            Arc::clone(&registry),
+            Arc::clone(&metrics),
+        );
+        let mut service = background_service("dns", dns);
+        service.threads = Some(threads);
+        server.add_service(service);
+    }
     let health = HealthService {
         registry,
         snapshots: Arc::clone(&snapshots),
@@ -152,6 +179,9 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     }
     for addr in &listen.https {
         tracing::info!(%addr, "https listener");
+    }
+    for addr in &listen.dns {
+        tracing::info!(%addr, "dns listener (udp and tcp)");
     }
     server.run_forever()
 }

@@ -37,6 +37,8 @@ pub enum EventKind {
     UpstreamUp,
     CertRenewed,
     CertFailed,
+    RegionDown,
+    RegionUp,
 }
 
 /// One state change, as sent in the webhook body.
@@ -52,6 +54,9 @@ pub struct Event {
     /// The certificate's first name, for `cert.*` events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// For `region.*` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -79,6 +84,8 @@ impl EventKind {
             EventKind::UpstreamUp => "upstream.up",
             EventKind::CertRenewed => "cert.renewed",
             EventKind::CertFailed => "cert.failed",
+            EventKind::RegionDown => "region.down",
+            EventKind::RegionUp => "region.up",
         }
     }
 }
@@ -94,6 +101,7 @@ impl Event {
             upstream: Some(upstream.to_owned()),
             server: Some(server.to_owned()),
             certificate: None,
+            region: None,
             detail,
         }
     }
@@ -106,6 +114,20 @@ impl Event {
             upstream: None,
             server: None,
             certificate: Some(name.to_owned()),
+            region: None,
+            detail,
+        }
+    }
+
+    pub fn region(kind: EventKind, region: &str, detail: Option<String>) -> Self {
+        Self {
+            event: kind.as_str(),
+            time: crate::access_log::timestamp(SystemTime::now()),
+            node: String::new(),
+            upstream: None,
+            server: None,
+            certificate: None,
+            region: Some(region.to_owned()),
             detail,
         }
     }

@@ -53,6 +53,11 @@ pub struct StatusSet(Vec<RangeInclusive<u16>>);
 // === impl StatusSet ===
 
 impl StatusSet {
+    /// `2xx`.
+    pub fn success() -> Self {
+        Self(vec![200..=299])
+    }
+
     pub fn contains(&self, status: u16) -> bool {
         self.0.iter().any(|range| range.contains(&status))
     }

@@ -5,6 +5,7 @@
 //! produces errors while the running configuration keeps serving.
 
 mod acme;
+mod dns;
 mod error;
 mod health;
 mod rate_limit;
@@ -24,6 +25,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use acme::AcmeConfig;
+pub use dns::{DnsConfig, RegionConfig, RegionProbe};
 pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
 pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
 pub use rate_limit::RateLimitConfig;
@@ -50,6 +52,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `[acme]`: obtain and renew certificates. Default: none (certificates from files only).
     pub acme: Option<AcmeConfig>,
+    /// `[geoip]`, `[regions]`, `[dns]`: the authoritative DNS server's data.
+    pub dns: DnsConfig,
 }
 
 /// Bytes that must never reach a log line or an error message.
@@ -84,6 +88,8 @@ pub struct ListenConfig {
     pub https: Vec<SocketAddr>,
     /// Admin API (health, later metrics and reload). Default: `127.0.0.1:9180`; `None` = off.
     pub admin: Option<SocketAddr>,
+    /// DNS listeners, UDP and TCP on each address. Default: none.
+    pub dns: Vec<SocketAddr>,
     /// Accept HTTP/2 with prior knowledge on the plain listeners. Default: false.
     pub h2c: bool,
 }

@@ -31,6 +31,64 @@ pub struct RawConfig {
     #[serde(default)]
     pub certificates: Vec<Spanned<RawCertificate>>,
     pub acme: Option<Spanned<RawAcme>>,
+    #[serde(default)]
+    pub geoip: RawGeoip,
+    #[serde(default)]
+    pub regions: BTreeMap<String, Spanned<RawRegion>>,
+    #[serde(default)]
+    pub dns: RawDns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeoip {
+    pub database: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegion {
+    pub addresses: Vec<Spanned<String>>,
+    pub location: Option<Spanned<RawLocation>>,
+    pub countries: Option<Vec<Spanned<String>>>,
+    pub continents: Option<Vec<Spanned<String>>>,
+    pub weight: Option<Spanned<i64>>,
+    pub health: Option<Spanned<String>>,
+    pub health_interval: Option<Spanned<String>>,
+    pub health_timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocation {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    #[serde(default)]
+    pub zones: BTreeMap<String, Spanned<RawZone>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZone {
+    pub file: Spanned<String>,
+    #[serde(default)]
+    pub geo: BTreeMap<String, Spanned<RawGeoName>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeoName {
+    pub regions: Vec<Spanned<String>>,
+    pub ttl: Option<Spanned<i64>>,
+    pub policy: Option<Spanned<String>>,
+    pub fail_open: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +154,7 @@ pub struct RawListen {
     pub admin: Option<Spanned<String>>,
     pub admin_token_file: Option<Spanned<String>>,
     pub h2c: Option<bool>,
+    pub dns: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -64,6 +64,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         base_dir,
         &mut sink,
     );
+    let dns = super::dns::dns(&raw, node.region.as_deref(), base_dir, &mut sink);
     let acme = raw
         .acme
         .as_ref()
@@ -94,6 +95,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         admin_token,
         tls,
         acme,
+        dns,
     })
 }
 
@@ -151,7 +153,14 @@ fn listen(raw: &RawListen, sink: &mut ErrorSink<'_>) -> ListenConfig {
             .collect(),
         None => vec![(DEFAULT_HTTP_LISTEN, 0..0)],
     };
-    if let Some(addrs) = raw.http.as_ref().filter(|a| a.get_ref().is_empty()) {
+    // A DNS-only node needs no HTTP listener; anything else does (ACME, health endpoint).
+    let other_listeners = raw.https.as_ref().is_some_and(|a| !a.is_empty())
+        || raw.dns.as_ref().is_some_and(|a| !a.is_empty());
+    if let Some(addrs) = raw
+        .http
+        .as_ref()
+        .filter(|a| a.get_ref().is_empty() && !other_listeners)
+    {
         sink.at(addrs.span(), "listen.http needs at least one address");
     }
     for (i, (addr, span)) in http.iter().enumerate() {
@@ -189,10 +198,26 @@ fn listen(raw: &RawListen, sink: &mut ErrorSink<'_>) -> ListenConfig {
         }
         None => Some(DEFAULT_ADMIN_LISTEN),
     };
+    let mut dns: Vec<SocketAddr> = Vec::new();
+    for addr in raw.dns.iter().flatten() {
+        if let Some(parsed) = listen_addr(addr, sink) {
+            let tcp_taken = http.iter().any(|(h, _)| *h == parsed)
+                || https.contains(&parsed)
+                || admin == Some(parsed);
+            if tcp_taken || dns.contains(&parsed) {
+                sink.at(
+                    addr.span(),
+                    format!("listen address {parsed} is listed twice"),
+                );
+            }
+            dns.push(parsed);
+        }
+    }
     ListenConfig {
         http: http.into_iter().map(|(addr, _)| addr).collect(),
         https,
         admin,
+        dns,
         h2c: raw.h2c.unwrap_or(false),
     }
 }

@@ -3,6 +3,7 @@
 mod balance;
 pub mod health;
 mod probe;
+pub mod regions;
 pub mod registry;
 
 use std::net::SocketAddr;

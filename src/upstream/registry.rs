@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::health::Transition;
 use super::probe::probe;
+use super::regions::RegionHealth;
 use super::UpstreamServer;
 use crate::config::HealthCheck;
 use crate::metrics::Metrics;
@@ -24,6 +25,8 @@ type Key = (String, SocketAddr);
 
 pub struct HealthRegistry {
     tasks: Mutex<HashMap<Key, CheckTask>>,
+    /// The regions' health, for DNS answers.
+    pub regions: RegionHealth,
     metrics: Arc<Metrics>,
     webhooks: Arc<Webhooks>,
 }
@@ -46,6 +49,7 @@ impl HealthRegistry {
     pub fn new(metrics: Arc<Metrics>, webhooks: Arc<Webhooks>) -> Self {
         Self {
             tasks: Mutex::new(HashMap::new()),
+            regions: RegionHealth::new(Arc::clone(&metrics), Arc::clone(&webhooks)),
             metrics,
             webhooks,
         }
@@ -53,6 +57,7 @@ impl HealthRegistry {
 
     /// Makes the running tasks match `snapshot`'s pools. Must run inside a tokio runtime.
     pub fn apply(&self, snapshot: &Snapshot) {
+        self.regions.apply(&snapshot.config.dns.regions);
         let Ok(mut tasks) = self.tasks.lock() else {
             return;
         };
@@ -105,6 +110,7 @@ impl HealthRegistry {
     }
 
     fn stop_all(&self) {
+        self.regions.stop_all();
         if let Ok(mut tasks) = self.tasks.lock() {
             for (_, task) in tasks.drain() {
                 task.handle.abort();
@@ -152,7 +158,7 @@ async fn run_checks(
 }
 
 /// `base` scaled by a random factor in `low..high`.
-fn jittered(base: Duration, low: f64, high: f64) -> Duration {
+pub(super) fn jittered(base: Duration, low: f64, high: f64) -> Duration {
     base.mul_f64(low + rand::random::<f64>() * (high - low))
 }
 

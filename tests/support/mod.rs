@@ -2,6 +2,7 @@
 //! port 0, and a plain HTTP/1.1 client that can also send what browsers never would.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod dns_client;
 pub mod http1;
 pub mod pebble;
 pub mod servers;

@@ -1,0 +1,420 @@
+//! `[geoip]`, `[regions.NAME]` and `[dns.zones."ZONE"]`: what the embedded authoritative DNS
+//! server answers. Zone files and the GeoIP database are read here, so a broken zone file
+//! is a located config error and a reload with one keeps the previous zones serving.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{did_you_mean, ErrorSink};
+use super::raw::{RawConfig, RawGeoName, RawRegion, RawZone};
+use super::{parse_duration, HealthCheck, HttpProbe, Probe, StatusSet};
+use crate::dns::{DnsView, GeoDb, GeoNameSpec, GeoPolicy, RegionSpec, ZoneSpec};
+
+const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+const DEFAULT_GEO_TTL: u32 = 30;
+
+#[derive(Debug, Clone, Default)]
+pub struct DnsConfig {
+    /// In name order.
+    pub regions: Vec<RegionConfig>,
+    pub zones: Vec<ZoneSpec>,
+    /// `[geoip] database`. Default: none (every client's location is unknown).
+    pub geoip: Option<PathBuf>,
+    /// Zones loaded and checked, regions resolved: what queries are answered from.
+    pub view: Arc<DnsView>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionConfig {
+    pub spec: RegionSpec,
+    /// Default: none (the region always counts as up).
+    pub health: Option<RegionProbe>,
+}
+
+/// Where and how a region's health URL is probed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionProbe {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub check: HealthCheck,
+}
+
+pub fn dns(
+    raw: &RawConfig,
+    node_region: Option<&str>,
+    base_dir: &Path,
+    sink: &mut ErrorSink<'_>,
+) -> DnsConfig {
+    let regions: Vec<RegionConfig> = raw
+        .regions
+        .iter()
+        .filter_map(|(name, region)| self::region(name, region, sink))
+        .collect();
+    let names: Vec<&str> = raw.regions.keys().map(String::as_str).collect();
+    if let (Some(node_region), false) = (node_region, names.is_empty()) {
+        if !names.contains(&node_region) {
+            let hint = did_you_mean(node_region, names.iter().copied())
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .unwrap_or_default();
+            sink.at(
+                raw.node.region.as_ref().map_or(0..0, Spanned::span),
+                format!("node region \"{node_region}\" is not one of [regions]{hint}"),
+            );
+        }
+    }
+    let geoip =
+        raw.geoip.database.as_ref().and_then(|path| {
+            super::validate::non_empty_path(path, "geoip database", base_dir, sink)
+        });
+    let database = geoip.as_ref().and_then(|path| match GeoDb::open(path) {
+        Ok(db) => Some(Arc::new(db)),
+        Err(error) => {
+            if let Some(raw_path) = &raw.geoip.database {
+                sink.at(raw_path.span(), error.to_string());
+            }
+            None
+        }
+    });
+    let mut zones = Vec::new();
+    let mut spans = Vec::new();
+    for (origin, zone) in &raw.dns.zones {
+        let errors_before = sink.len();
+        let spec = self::zone(
+            origin,
+            zone,
+            &names,
+            database.is_some() || raw.geoip.database.is_some(),
+            base_dir,
+            sink,
+        );
+        if sink.len() == errors_before {
+            spans.push((spec.origin.clone(), zone.get_ref().file.span()));
+            zones.push(spec);
+        }
+    }
+    let specs: Vec<RegionSpec> = regions.iter().map(|r| r.spec.clone()).collect();
+    let view = match DnsView::build(&zones, &specs, database) {
+        Ok(view) => Arc::new(view),
+        Err(errors) => {
+            for error in errors {
+                let text = error.to_string();
+                let span = spans
+                    .iter()
+                    .find(|(origin, _)| text.contains(origin.as_str()))
+                    .map_or(0..0, |(_, span)| span.clone());
+                sink.at(span, text);
+            }
+            Arc::default()
+        }
+    };
+    DnsConfig {
+        regions,
+        zones,
+        geoip,
+        view,
+    }
+}
+
+fn region(name: &str, raw: &Spanned<RawRegion>, sink: &mut ErrorSink<'_>) -> Option<RegionConfig> {
+    let errors_before = sink.len();
+    let region = raw.get_ref();
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for address in &region.addresses {
+        match address.get_ref().parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => v4.push(ip),
+            Ok(IpAddr::V6(ip)) => v6.push(ip),
+            Err(_) => sink.at(
+                address.span(),
+                format!(
+                    "region {name}: \"{}\" is not an IP address",
+                    address.get_ref()
+                ),
+            ),
+        }
+    }
+    if region.addresses.is_empty() {
+        sink.at(
+            raw.span(),
+            format!("region {name} needs at least one address"),
+        );
+    }
+    let (lat, lon) = match &region.location {
+        Some(location) => {
+            let at = location.get_ref();
+            if !(-90.0..=90.0).contains(&at.lat) || !(-180.0..=180.0).contains(&at.lon) {
+                sink.at(
+                    location.span(),
+                    format!("region {name}: location needs lat in -90..90 and lon in -180..180"),
+                );
+            }
+            (at.lat, at.lon)
+        }
+        None => {
+            sink.at(raw.span(), format!("region {name} needs location = {{ lat = ..., lon = ... }} (used to pick the nearest region)"));
+            (0.0, 0.0)
+        }
+    };
+    let countries = codes(region.countries.as_deref(), name, "country", sink, |c| {
+        c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())
+    });
+    let continents = codes(region.continents.as_deref(), name, "continent", sink, |c| {
+        CONTINENTS.contains(&c)
+    });
+    let weight = match &region.weight {
+        Some(weight) => match u32::try_from(*weight.get_ref()) {
+            Ok(w) if (1..=1000).contains(&w) => w,
+            _ => {
+                sink.at(
+                    weight.span(),
+                    format!("region {name}: weight must be between 1 and 1000"),
+                );
+                1
+            }
+        },
+        None => 1,
+    };
+    let health = region
+        .health
+        .as_ref()
+        .and_then(|url| region_probe(name, url, region, sink));
+    if sink.len() > errors_before {
+        return None;
+    }
+    Some(RegionConfig {
+        spec: RegionSpec {
+            name: name.to_owned(),
+            v4,
+            v6,
+            lat,
+            lon,
+            countries,
+            continents,
+            weight,
+        },
+        health,
+    })
+}
+
+/// Two-letter codes, uppercased, each checked by `valid`.
+fn codes(
+    raw: Option<&[Spanned<String>]>,
+    region: &str,
+    what: &str,
+    sink: &mut ErrorSink<'_>,
+    valid: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    raw.unwrap_or_default()
+        .iter()
+        .filter_map(|code| {
+            let upper = code.get_ref().to_ascii_uppercase();
+            if valid(&upper) {
+                Some(upper)
+            } else {
+                let expected = if what == "continent" {
+                    CONTINENTS.join(", ")
+                } else {
+                    "an ISO 3166 alpha-2 code such as \"MY\"".to_owned()
+                };
+                sink.at(
+                    code.span(),
+                    format!(
+                        "region {region}: {what} \"{}\" is not valid (expected {expected})",
+                        code.get_ref()
+                    ),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// `http://IP[:PORT]/PATH`: probed directly, so the host must be an address.
+fn region_probe(
+    name: &str,
+    url: &Spanned<String>,
+    region: &RawRegion,
+    sink: &mut ErrorSink<'_>,
+) -> Option<RegionProbe> {
+    let text = url.get_ref();
+    let uri = text.parse::<http::Uri>().ok();
+    let parsed = uri.as_ref().and_then(|uri| {
+        if uri.scheme_str() != Some("http") {
+            return None;
+        }
+        let authority = uri.authority()?;
+        let ip: IpAddr = authority.host().trim_matches(['[', ']']).parse().ok()?;
+        Some((
+            SocketAddr::new(ip, authority.port_u16().unwrap_or(80)),
+            authority.to_string(),
+            uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+        ))
+    });
+    let Some((addr, host, path)) = parsed else {
+        sink.at(url.span(), format!("region {name}: health \"{text}\" must be an http:// URL with an IP address, e.g. \"http://203.0.113.10/.well-known/headland/health\" (probed directly, without DNS)"));
+        return None;
+    };
+    let duration = |raw: &Option<Spanned<String>>,
+                    default: Duration,
+                    key: &str,
+                    sink: &mut ErrorSink<'_>| match raw {
+        Some(value) => parse_duration(value.get_ref()).unwrap_or_else(|_| {
+            sink.at(
+                value.span(),
+                format!(
+                    "region {name}: {key} \"{}\" is not a duration such as \"5s\"",
+                    value.get_ref()
+                ),
+            );
+            default
+        }),
+        None => default,
+    };
+    let interval = duration(
+        &region.health_interval,
+        Duration::from_secs(5),
+        "health_interval",
+        sink,
+    );
+    let timeout = duration(
+        &region.health_timeout,
+        Duration::from_secs(2),
+        "health_timeout",
+        sink,
+    );
+    let count =
+        |raw: &Option<Spanned<i64>>, default: u32, key: &str, sink: &mut ErrorSink<'_>| match raw {
+            Some(value) => u32::try_from(*value.get_ref())
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .unwrap_or_else(|| {
+                    sink.at(
+                        value.span(),
+                        format!("region {name}: {key} must be between 1 and 100"),
+                    );
+                    default
+                }),
+            None => default,
+        };
+    let rise = count(&region.rise, 2, "rise", sink);
+    let fall = count(&region.fall, 3, "fall", sink);
+    Some(RegionProbe {
+        url: text.clone(),
+        addr,
+        check: HealthCheck {
+            probe: Probe::Http(HttpProbe {
+                method: "GET".to_owned(),
+                path,
+                host: Some(host),
+                expect: StatusSet::success(),
+                body_contains: None,
+            }),
+            interval,
+            timeout,
+            rise,
+            fall,
+            start_down: false,
+        },
+    })
+}
+
+fn zone(
+    origin: &str,
+    raw: &Spanned<RawZone>,
+    regions: &[&str],
+    has_geoip: bool,
+    base_dir: &Path,
+    sink: &mut ErrorSink<'_>,
+) -> ZoneSpec {
+    let zone = raw.get_ref();
+    let file = super::validate::non_empty_path(&zone.file, "zone file", base_dir, sink)
+        .unwrap_or_default();
+    let geo = zone
+        .geo
+        .iter()
+        .filter_map(|(label, geo)| geo_name(origin, label, geo, regions, has_geoip, sink))
+        .collect();
+    ZoneSpec {
+        origin: origin.trim_end_matches('.').to_ascii_lowercase(),
+        file,
+        geo,
+    }
+}
+
+fn geo_name(
+    origin: &str,
+    label: &str,
+    raw: &Spanned<RawGeoName>,
+    regions: &[&str],
+    has_geoip: bool,
+    sink: &mut ErrorSink<'_>,
+) -> Option<GeoNameSpec> {
+    let errors_before = sink.len();
+    let geo = raw.get_ref();
+    let name = if label == "@" {
+        origin.to_owned()
+    } else {
+        format!("{label}.{origin}")
+    };
+    for region in &geo.regions {
+        if !regions.contains(&region.get_ref().as_str()) {
+            let hint = did_you_mean(region.get_ref(), regions.iter().copied())
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .unwrap_or_default();
+            sink.at(
+                region.span(),
+                format!(
+                    "geo name {name} names unknown region \"{}\"{hint}",
+                    region.get_ref()
+                ),
+            );
+        }
+    }
+    if geo.regions.is_empty() {
+        sink.at(
+            raw.span(),
+            format!("geo name {name} needs at least one region"),
+        );
+    }
+    let ttl = match &geo.ttl {
+        Some(ttl) => u32::try_from(*ttl.get_ref())
+            .ok()
+            .filter(|t| *t <= 86_400)
+            .unwrap_or_else(|| {
+                sink.at(ttl.span(), "ttl must be between 0 and 86400 seconds");
+                DEFAULT_GEO_TTL
+            }),
+        None => DEFAULT_GEO_TTL,
+    };
+    let policy = match geo
+        .policy
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span()))
+    {
+        None | Some(("nearest", _)) => GeoPolicy::Nearest,
+        Some(("weighted", _)) => GeoPolicy::Weighted,
+        Some((other, span)) => {
+            sink.at(
+                span,
+                format!("policy \"{other}\" must be \"nearest\" or \"weighted\""),
+            );
+            GeoPolicy::Nearest
+        }
+    };
+    if policy == GeoPolicy::Nearest && !has_geoip {
+        sink.at(
+            raw.span(),
+            format!("geo name {name} uses policy \"nearest\", which needs [geoip] database"),
+        );
+    }
+    (sink.len() == errors_before).then(|| GeoNameSpec {
+        label: label.to_owned(),
+        regions: geo.regions.iter().map(|r| r.get_ref().clone()).collect(),
+        ttl,
+        policy,
+        fail_open: geo.fail_open.unwrap_or(true),
+    })
+}

@@ -1,0 +1,30 @@
+//! Authoritative GeoDNS: static zones from RFC 1035 files plus names answered with the
+//! nearest healthy region, served over UDP and TCP with hickory-server.
+//!
+//! Data flow: `ZoneSpec`/`RegionSpec` (from config) → `DnsView::build` (zones loaded and
+//! checked, one immutable generation) → `handler` (one query → one response, no sockets)
+//! → `server` (hickory-server listeners calling `handler`).
+
+pub mod ecs;
+pub mod error;
+pub mod geoip;
+pub mod handler;
+pub mod policy;
+pub mod resolve;
+pub mod server;
+pub mod service;
+pub mod spec;
+pub mod view;
+pub mod zone;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{DnsError, ZoneError};
+pub use geoip::{GeoDb, GeoHit};
+pub use handler::{respond, QueryOutcome, Transport};
+pub use policy::Selection;
+pub use server::{serve, DnsState};
+pub use spec::{GeoNameSpec, GeoPolicy, RegionSpec, ZoneSpec};
+pub use view::DnsView;
+pub use zone::Zone;

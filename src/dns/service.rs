@@ -1,0 +1,162 @@
+//! The DNS server as a Headland service: sockets bound at start-up (so a taken port fails
+//! the start like any listener), answers from the current snapshot's `DnsView` (a reload
+//! swaps zones, regions and the GeoIP database between two queries), region health from the
+//! `HealthRegistry`, and metrics per query.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{serve, DnsState, DnsView, QueryOutcome};
+use crate::metrics::Metrics;
+use crate::proxy::route_table::RouteTarget;
+use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::upstream::registry::HealthRegistry;
+
+/// Sockets for every `[listen] dns` address: `udp_per_address` UDP sockets sharing the
+/// port (SO_REUSEPORT lets the kernel spread queries over them, one receive loop each), and
+/// one TCP listener. SO_REUSEPORT also lets a binary upgrade's new process bind beside the
+/// old one, so no query is refused during the hand-over.
+pub struct DnsSockets {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<std::net::TcpListener>,
+}
+
+pub struct DnsService {
+    sockets: std::sync::Mutex<Option<DnsSockets>>,
+    state: Arc<HeadlandDns>,
+}
+
+/// What the protocol handler asks of the rest of Headland.
+pub struct HeadlandDns {
+    snapshots: Arc<SnapshotCell>,
+    registry: Arc<HealthRegistry>,
+    metrics: Arc<Metrics>,
+}
+
+// === impl DnsSockets ===
+
+impl DnsSockets {
+    pub fn bind(addrs: &[SocketAddr], udp_per_address: usize) -> std::io::Result<Self> {
+        let mut sockets = DnsSockets {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+        };
+        for addr in addrs {
+            for _ in 0..udp_per_address.max(1) {
+                let socket = shared_socket(*addr, Type::DGRAM, Protocol::UDP)?;
+                sockets.udp.push(socket.into());
+            }
+            let socket = shared_socket(*addr, Type::STREAM, Protocol::TCP)?;
+            socket.listen(1024)?;
+            sockets.tcp.push(socket.into());
+        }
+        Ok(sockets)
+    }
+}
+
+fn shared_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+// === impl DnsService ===
+
+impl DnsService {
+    pub fn new(
+        sockets: DnsSockets,
+        snapshots: Arc<SnapshotCell>,
+        registry: Arc<HealthRegistry>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            sockets: std::sync::Mutex::new(Some(sockets)),
+            state: Arc::new(HeadlandDns {
+                snapshots,
+                registry,
+                metrics,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for DnsService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let Some(sockets) = self.sockets.lock().ok().and_then(|mut s| s.take()) else {
+            return;
+        };
+        let udp = sockets
+            .udp
+            .into_iter()
+            .filter_map(|s| tokio::net::UdpSocket::from_std(s).ok())
+            .collect();
+        let tcp = sockets
+            .tcp
+            .into_iter()
+            .filter_map(|s| tokio::net::TcpListener::from_std(s).ok())
+            .collect();
+        let state: Arc<dyn DnsState> = Arc::clone(&self.state) as Arc<dyn DnsState>;
+        if let Err(error) = serve(state, udp, tcp, shutdown).await {
+            tracing::error!(%error, "DNS server stopped");
+        }
+    }
+}
+
+// === impl HeadlandDns ===
+
+impl DnsState for HeadlandDns {
+    fn view(&self) -> Arc<DnsView> {
+        Arc::clone(&self.snapshots.load().config.dns.view)
+    }
+
+    fn region_up(&self, name: &str, region: &str) -> bool {
+        if !self.registry.regions.is_up(region) {
+            return false;
+        }
+        let snapshot = self.snapshots.load();
+        let local = snapshot.config.node.region.as_deref() == Some(region);
+        !(local && local_pool_down(&snapshot, name))
+    }
+
+    fn record(&self, outcome: &QueryOutcome) {
+        let zone = outcome.zone.as_deref().unwrap_or("");
+        self.metrics
+            .dns_queries
+            .with_label_values(&[zone, outcome.qtype.as_str(), outcome.rcode.as_str()])
+            .inc();
+        if let Some((name, region)) = &outcome.geo {
+            self.metrics
+                .dns_geo_answers
+                .with_label_values(&[name.as_str(), region.as_str()])
+                .inc();
+        }
+    }
+}
+
+/// This node's own region is no good for `name` when the pool its route for `name` forwards
+/// to has no usable server: the DNS answer would send clients to a node that can only fail.
+fn local_pool_down(snapshot: &Snapshot, name: &str) -> bool {
+    let Some(route) = snapshot
+        .routes
+        .lookup(name, "/")
+        .and_then(|index| snapshot.routes.get(index))
+    else {
+        return false;
+    };
+    match &route.target {
+        RouteTarget::Proxy(pool) => !pool.servers.iter().any(|s| s.is_usable()),
+        RouteTarget::Redirect(_) => false,
+    }
+}

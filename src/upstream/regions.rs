@@ -1,0 +1,133 @@
+//! Region health for DNS: one probe task per region with a health URL, kept in step with the
+//! configuration like the upstream checks (DESIGN.md decision 7). A region whose checks
+//! fail `fall` times in a row is not given out in DNS answers until it passes `rise` times.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinHandle;
+
+use super::health::{ServerHealth, Transition};
+use super::probe::probe;
+use crate::config::{RegionConfig, RegionProbe};
+use crate::metrics::Metrics;
+use crate::webhook::{Event, EventKind, Webhooks};
+
+pub struct RegionHealth {
+    tasks: Mutex<HashMap<String, RegionTask>>,
+    metrics: Arc<Metrics>,
+    webhooks: Arc<Webhooks>,
+}
+
+struct RegionTask {
+    probe: RegionProbe,
+    health: Arc<ServerHealth>,
+    handle: JoinHandle<()>,
+}
+
+// === impl RegionHealth ===
+
+impl RegionHealth {
+    pub fn new(metrics: Arc<Metrics>, webhooks: Arc<Webhooks>) -> Self {
+        Self {
+            tasks: Mutex::new(HashMap::new()),
+            metrics,
+            webhooks,
+        }
+    }
+
+    /// Whether `region` may be given out: no health URL, no verdict yet, or healthy.
+    pub fn is_up(&self, region: &str) -> bool {
+        self.tasks
+            .lock()
+            .ok()
+            .and_then(|tasks| tasks.get(region).map(|t| t.health.get().is_usable()))
+            .unwrap_or(true)
+    }
+
+    /// Makes the probe tasks match `regions`; a region whose probe is unchanged keeps its
+    /// state. Must run inside a tokio runtime.
+    pub fn apply(&self, regions: &[RegionConfig]) {
+        let Ok(mut tasks) = self.tasks.lock() else {
+            return;
+        };
+        tasks.retain(|name, task| {
+            let keep = regions
+                .iter()
+                .any(|r| r.spec.name == *name && r.health.as_ref() == Some(&task.probe));
+            if !keep {
+                task.handle.abort();
+                let _ = self.metrics.region_up.remove_label_values(&[name.as_str()]);
+            }
+            keep
+        });
+        for region in regions {
+            let name = &region.spec.name;
+            match &region.health {
+                Some(probe) if !tasks.contains_key(name) => {
+                    let health = Arc::new(ServerHealth::default());
+                    let handle = tokio::spawn(run_probes(
+                        name.clone(),
+                        probe.clone(),
+                        Arc::clone(&health),
+                        Arc::clone(&self.metrics),
+                        Arc::clone(&self.webhooks),
+                    ));
+                    let task = RegionTask {
+                        probe: probe.clone(),
+                        health,
+                        handle,
+                    };
+                    tasks.insert(name.clone(), task);
+                    self.metrics
+                        .region_up
+                        .with_label_values(&[name.as_str()])
+                        .set(1);
+                }
+                Some(_) => {}
+                None => self
+                    .metrics
+                    .region_up
+                    .with_label_values(&[name.as_str()])
+                    .set(1),
+            }
+        }
+    }
+
+    pub fn stop_all(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for (_, task) in tasks.drain() {
+                task.handle.abort();
+            }
+        }
+    }
+}
+
+async fn run_probes(
+    region: String,
+    target: RegionProbe,
+    health: Arc<ServerHealth>,
+    metrics: Arc<Metrics>,
+    webhooks: Arc<Webhooks>,
+) {
+    let check = &target.check;
+    let gauge = metrics.region_up.with_label_values(&[region.as_str()]);
+    loop {
+        let result = probe(target.addr, check).await;
+        if let Err(reason) = &result {
+            tracing::debug!(%region, url = %target.url, %reason, "region health check failed");
+        }
+        if let Some(transition) = health.record(result.is_ok(), check.rise, check.fall) {
+            let (kind, detail) = match transition {
+                Transition::WentDown => {
+                    (EventKind::RegionDown, result.err().map(|e| e.to_string()))
+                }
+                Transition::WentUp => (EventKind::RegionUp, None),
+            };
+            tracing::warn!(%region, event = kind.as_str(), "region health changed");
+            webhooks.notify(Event::region(kind, &region, detail));
+        }
+        gauge.set(i64::from(health.get().is_usable()));
+        tokio::time::sleep(super::registry::jittered(check.interval, 0.9, 1.1)).await;
+    }
+}
