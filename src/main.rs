@@ -63,6 +63,8 @@ enum Command {
         https: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9180")]
         admin: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:5353")]
+        dns: SocketAddr,
     },
 }
 
@@ -86,7 +88,17 @@ fn main() -> ExitCode {
         },
         Command::Reload { config } => return reload(&config),
         Command::Certs { config, renew } => return certs(&config, renew.as_deref()),
-        Command::Demo { http, https, admin } => run_demo(DemoAddrs { http, https, admin }),
+        Command::Demo {
+            http,
+            https,
+            admin,
+            dns,
+        } => run_demo(DemoAddrs {
+            http,
+            https,
+            admin,
+            dns,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

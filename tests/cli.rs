@@ -8,6 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hickory_proto::rr::RecordType;
+use support::dns_client::{addresses, ask};
 use support::{binary, free_port, get, scratch_dir};
 
 #[test]
@@ -67,6 +69,7 @@ async fn demo_runs_with_no_setup_and_prints_what_to_try() {
     let http: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let https: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let dns: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let mut child = Command::new(binary())
         .args([
             "demo",
@@ -76,6 +79,8 @@ async fn demo_runs_with_no_setup_and_prints_what_to_try() {
             &https.to_string(),
             "--admin",
             &admin.to_string(),
+            "--dns",
+            &dns.to_string(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -120,6 +125,25 @@ async fn demo_runs_with_no_setup_and_prints_what_to_try() {
         std::net::TcpStream::connect(https).is_ok(),
         "the demo serves HTTPS too"
     );
+    // ... and GeoDNS, as the printed dig lines say.
+    assert!(
+        banner.contains(&format!(
+            "dig @127.0.0.1 -p {} api.example.com +subnet=10.1.0.0/16",
+            dns.port()
+        )),
+        "{banner}"
+    );
+    for (subnet, region) in [
+        ("10.1.0.0/16", "192.0.2.10"),
+        ("10.2.0.0/16", "198.51.100.10"),
+        ("10.3.0.0/16", "203.0.113.10"),
+    ] {
+        let answer = ask("api.example.com.", RecordType::A)
+            .ecs(subnet)
+            .udp(dns)
+            .await;
+        assert_eq!(addresses(&answer), vec![region], "{subnet}");
+    }
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -81,20 +81,14 @@ pub fn dns(
     });
     let mut zones = Vec::new();
     let mut spans = Vec::new();
+    // A zone whose geo names have errors still loads its file (without them), so that
+    // zone-file errors are reported in the same run.
     for (origin, zone) in &raw.dns.zones {
-        let errors_before = sink.len();
-        let spec = self::zone(
-            origin,
-            zone,
-            &names,
-            database.is_some() || raw.geoip.database.is_some(),
-            base_dir,
-            sink,
-        );
-        if sink.len() == errors_before {
-            spans.push((spec.origin.clone(), zone.get_ref().file.span()));
-            zones.push(spec);
-        }
+        let has_geoip = raw.geoip.database.is_some();
+        let spec = self::zone(origin, zone, &names, has_geoip, base_dir, sink);
+        let file = spec.file.display().to_string();
+        spans.push(([spec.origin.clone(), file], zone.get_ref().file.span()));
+        zones.push(spec);
     }
     let specs: Vec<RegionSpec> = regions.iter().map(|r| r.spec.clone()).collect();
     let view = match DnsView::build(&zones, &specs, database) {
@@ -104,7 +98,7 @@ pub fn dns(
                 let text = error.to_string();
                 let span = spans
                     .iter()
-                    .find(|(origin, _)| text.contains(origin.as_str()))
+                    .find(|(keys, _)| keys.iter().any(|key| text.contains(key.as_str())))
                     .map_or(0..0, |(_, span)| span.clone());
                 sink.at(span, text);
             }

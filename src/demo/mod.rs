@@ -10,6 +10,9 @@ use std::path::Path;
 use crate::config::{self, Config, LocatedErrors};
 
 const TEMPLATE: &str = include_str!("demo.toml");
+const ZONE: &str = include_str!("demo.zone");
+/// The repository's test GeoIP database (13 KiB), so the demo needs no download.
+const GEOIP_DATABASE: &[u8] = include_bytes!("../../geoip/test-city.mmdb");
 const PLACEHOLDER_HTML: &str = "<!doctype html>\n<title>Back soon</title>\n<h1>We'll be right back</h1>\n<p>Served by Headland from the static fallback while the app is down.</p>\n";
 
 /// Where the demo listens.
@@ -18,6 +21,7 @@ pub struct DemoAddrs {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub admin: SocketAddr,
+    pub dns: SocketAddr,
 }
 
 /// Why the demo could not start.
@@ -53,6 +57,12 @@ pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
     );
     std::fs::write(&cert_path, certificate.cert.pem()).map_err(DemoError::Files)?;
     std::fs::write(&key_path, certificate.signing_key.serialize_pem()).map_err(DemoError::Files)?;
+    let (geoip_path, zone_path) = (
+        work_dir.join("test-city.mmdb"),
+        work_dir.join("example.com.zone"),
+    );
+    std::fs::write(&geoip_path, GEOIP_DATABASE).map_err(DemoError::Files)?;
+    std::fs::write(&zone_path, ZONE).map_err(DemoError::Files)?;
 
     let bind = || TcpListener::bind("127.0.0.1:0").map_err(DemoError::Upstreams);
     let (pm2, docker, kong) = (bind()?, bind()?, bind()?);
@@ -67,6 +77,9 @@ pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
         .replace("{http}", &addrs.http.to_string())
         .replace("{admin}", &addrs.admin.to_string())
         .replace("{https}", &addrs.https.to_string())
+        .replace("{dns}", &addrs.dns.to_string())
+        .replace("{geoip}", &path_text(&geoip_path))
+        .replace("{zone}", &path_text(&zone_path))
         .replace("{cert}", &path_text(&cert_path))
         .replace("{key}", &path_text(&key_path))
         .replace("{state_dir}", &path_text(&work_dir))
@@ -121,10 +134,18 @@ pub fn instructions(addrs: DemoAddrs) -> String {
          \x20 {unknown}             # no route: 404\n\
          \x20 curl --http2-prior-knowledge -H 'Host: app.example.com' http://{http}/   # HTTP/2 (h2c)\n\
          \x20 curl -k --resolve app.example.com:{https_port}:{ip} https://app.example.com:{https_port}/   # HTTPS, self-signed\n\
+         GeoDNS on {dns} (UDP and TCP): api.example.com for a Malaysian, a US and a German client subnet:\n\
+         \x20 dig @{dns_ip} -p {dns_port} api.example.com +subnet=10.1.0.0/16 +short   # apac: 192.0.2.10\n\
+         \x20 dig @{dns_ip} -p {dns_port} api.example.com +subnet=10.2.0.0/16 +short   # na:   198.51.100.10\n\
+         \x20 dig @{dns_ip} -p {dns_port} api.example.com +subnet=10.3.0.0/16 +short   # eu:   203.0.113.10\n\
+         \x20 dig @{dns_ip} -p {dns_port} nothing.example.com                          # NXDOMAIN with the SOA\n\
          Press Ctrl-C to stop.",
         http = addrs.http,
         https = addrs.https,
         https_port = addrs.https.port(),
+        dns = addrs.dns,
+        dns_ip = addrs.dns.ip(),
+        dns_port = addrs.dns.port(),
         admin = addrs.admin,
         app = curl("app.example.com", "/", ""),
         api = curl("api.example.com", "/v1/users", ""),
