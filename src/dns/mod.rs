@@ -14,6 +14,7 @@ pub mod resolve;
 pub mod server;
 pub mod service;
 pub mod spec;
+pub mod udp;
 pub mod view;
 pub mod zone;
 

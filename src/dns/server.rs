@@ -1,5 +1,6 @@
-//! The DNS listeners: hickory-server's `Server` on our UDP sockets and TCP listeners, with a
-//! `RequestHandler` that answers from the current `DnsView`.
+//! The DNS listeners: hickory-server's `Server` on our TCP listeners, with a
+//! `RequestHandler` that answers from the current `DnsView`, and our own loop on each UDP
+//! socket (`udp.rs`, which says why) calling `handler::respond`.
 //!
 //! hickory-server itself, before our handler runs: drops packets shorter than a header,
 //! answers FORMERR (header only, no question, no OPT) to packets that do not parse (this
@@ -16,11 +17,15 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::dns::error::DnsError;
 use crate::dns::handler::{self, QueryOutcome, Transport};
+use crate::dns::udp::spawn_udp;
 use crate::dns::view::DnsView;
 
 /// A TCP connection with no complete query for this long is closed. RFC 7766 section 6.2.3
@@ -53,10 +58,15 @@ pub async fn serve(
             message: "no DNS sockets to serve".into(),
         });
     }
-    let mut server = Server::new(Handler { state });
+    let stop_udp = Arc::new(AtomicBool::new(false));
+    let mut udp_threads = Vec::new();
     for socket in udp {
-        server.register_socket(socket);
+        let thread = spawn_udp(Arc::clone(&state), socket, Arc::clone(&stop_udp));
+        udp_threads.push(thread.map_err(|error| DnsError::Server {
+            message: format!("cannot start a UDP thread: {error}"),
+        })?);
     }
+    let mut server = Server::new(Handler { state });
     for listener in tcp {
         server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
     }
@@ -69,6 +79,14 @@ pub async fn serve(
     });
     let result = server.block_until_done().await;
     watcher.abort();
+    stop_udp.store(true, Ordering::Relaxed);
+    // Each thread notices within its receive timeout.
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in udp_threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     result.map_err(|error| DnsError::Server {
         message: error.to_string(),
     })

@@ -97,11 +97,7 @@ impl BackgroundService for DnsService {
         let Some(sockets) = self.sockets.lock().ok().and_then(|mut s| s.take()) else {
             return;
         };
-        let udp = sockets
-            .udp
-            .into_iter()
-            .filter_map(|s| tokio::net::UdpSocket::from_std(s).ok())
-            .collect();
+        let udp = sockets.udp;
         let tcp = sockets
             .tcp
             .into_iter()
