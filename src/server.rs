@@ -154,6 +154,7 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
             Arc::clone(&snapshots),
             Arc::clone(&registry),
             Arc::clone(&metrics),
+            acme.dns01.clone(),
         );
         let mut service = background_service("dns", dns);
         service.threads = Some(threads);

@@ -308,3 +308,83 @@ async fn a_failing_challenge_backs_off_and_the_old_certificate_keeps_serving() {
     assert_eq!(code, 200);
     assert_eq!(served, first, "the existing certificate keeps serving");
 }
+
+/// DNS-01 through the embedded DNS server: pebble resolves through Headland, which publishes
+/// the TXT record itself, so a wildcard certificate needs no DNS provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wildcard_certificate_over_dns01_from_the_embedded_dns_server() {
+    if !pebble::available() {
+        return;
+    }
+    let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let pebble = Pebble::start_with_resolver(free_port(), 0, None, Some(dns));
+    let root = pebble.issuing_root().await;
+    let app = echo_upstream("app").await;
+    let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let dir = support::scratch_dir();
+    let zone = dir.join("acme.test.zone");
+    std::fs::write(
+        &zone,
+        "$TTL 60\n@ IN SOA ns1.acme.test. hostmaster.acme.test. 1 7200 900 1209600 60\n@ IN NS ns1\nns1 IN A 127.0.0.1\n@ IN A 127.0.0.1\n* IN A 127.0.0.1\n",
+    )
+    .unwrap();
+    let body = format!(
+        r#"
+[acme]
+directory = "{directory}"
+ca_root = "{ca_root}"
+challenge = "dns-01"
+
+[[certificates]]
+names = ["acme.test", "*.acme.test"]
+
+[dns.zones."acme.test"]
+file = "{zone}"
+
+[upstreams.app]
+servers = ["{app}"]
+
+[[routes]]
+host = "*.acme.test"
+upstream = "app"
+"#,
+        directory = pebble.directory,
+        ca_root = pebble.api_root.display(),
+        zone = zone.display(),
+    );
+    let proxy =
+        Headland::start_with_listen(&body, &format!("https = [\"{https}\"]\ndns = [\"{dns}\"]"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = certs(&proxy).await;
+        if let Some(ours) = status
+            .iter()
+            .find(|c| c["names"][0] == "acme.test" && c["state"] == "valid")
+        {
+            break ours.clone();
+        }
+        assert!(Instant::now() < deadline, "no certificate: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["names"][1], "*.acme.test");
+    for name in ["shop.acme.test", "anything.acme.test"] {
+        let (mut stream, _, _) =
+            handshake(https, name, std::slice::from_ref(&root), &[b"http/1.1"])
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            https_get(&mut stream, name, "/").await.status,
+            200,
+            "{name}"
+        );
+    }
+    // The challenge record is gone once validated.
+    let txt = support::dns_client::ask(
+        "_acme-challenge.acme.test.",
+        hickory_proto::rr::RecordType::TXT,
+    )
+    .udp(dns)
+    .await;
+    assert!(txt.answers.is_empty(), "{txt:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -32,7 +32,7 @@ use crate::snapshot::SnapshotCell;
 use crate::tls::CertIndex;
 use crate::webhook::{Event, EventKind, Webhooks};
 pub use certificate::CertificateFacts;
-use challenge::Http01Tokens;
+use challenge::{Dns01Records, Http01Tokens};
 use store::{CertStore, StoredCertificate};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,7 @@ pub enum AcmeError {
 #[derive(Default)]
 pub struct Acme {
     pub tokens: Http01Tokens,
+    pub dns01: Dns01Records,
     certificates: ArcSwap<CertIndex>,
     status: Mutex<Vec<CertStatus>>,
     /// Certificates an operator asked to renew now (by first name).
@@ -262,15 +263,28 @@ impl AcmeService {
             let Some(entry) = entries.get_mut(&primary) else {
                 continue;
             };
-            self.renew(&primary, entry, &account, store).await;
+            self.renew(&primary, entry, &account, store, acme.challenge)
+                .await;
         }
     }
 
     /// Orders a certificate for `entry` and puts it in place, or records the failure.
-    async fn renew(&self, primary: &str, entry: &mut Entry, account: &Account, store: &CertStore) {
+    async fn renew(
+        &self,
+        primary: &str,
+        entry: &mut Entry,
+        account: &Account,
+        store: &CertStore,
+        challenge: crate::config::AcmeChallenge,
+    ) {
         let replaces = entry.current.as_ref().and_then(|c| c.facts.ari_id.clone());
         tracing::info!(certificate = primary, names = ?entry.names, "ordering a certificate");
-        let result = order::obtain(account, &entry.names, replaces, &self.acme.tokens)
+        let publish = order::Publish {
+            kind: challenge,
+            http01: &self.acme.tokens,
+            dns01: &self.acme.dns01,
+        };
+        let result = order::obtain(account, &entry.names, replaces, publish)
             .await
             .and_then(|issued| store.save_certificate(primary, &issued.key_pem, &issued.chain_pem));
         entry.pending = false;

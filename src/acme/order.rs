@@ -10,8 +10,9 @@ use instant_acme::{
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256};
 
-use super::challenge::Http01Tokens;
+use super::challenge::{Dns01Records, Http01Tokens};
 use super::AcmeError;
+use crate::config::AcmeChallenge;
 
 /// How long to wait for the CA to validate or to issue before calling the attempt failed.
 const POLL: RetryPolicy = RetryPolicy::new()
@@ -43,10 +44,19 @@ pub struct Issued {
     pub chain_pem: String,
 }
 
+/// Where challenge answers are published: the proxy (HTTP-01) or the DNS server (DNS-01).
+#[derive(Debug, Clone, Copy)]
+pub struct Publish<'a> {
+    pub kind: AcmeChallenge,
+    pub http01: &'a Http01Tokens,
+    pub dns01: &'a Dns01Records,
+}
+
 /// Removes the challenge answers it was given when the attempt ends, however it ends.
 struct PublishedTokens<'a> {
-    tokens: &'a Http01Tokens,
-    published: Vec<String>,
+    to: Publish<'a>,
+    /// (token or `_acme-challenge` name, value)
+    published: Vec<(String, String)>,
 }
 
 /// Obtains a certificate for `names`. `replaces` names the certificate this one renews, so
@@ -55,12 +65,12 @@ pub async fn obtain(
     account: &Account,
     names: &[String],
     replaces: Option<CertificateIdentifier<'static>>,
-    tokens: &Http01Tokens,
+    to: Publish<'_>,
 ) -> Result<Issued, AcmeError> {
     let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
     let mut order = place(account, &identifiers, replaces).await?;
     let mut published = PublishedTokens {
-        tokens,
+        to,
         published: Vec::new(),
     };
     retry_bad_nonce!(answer_challenges(&mut order, &mut published).await)
@@ -127,16 +137,29 @@ async fn answer_challenges(
                 ))
             }
         }
-        let Some(mut challenge) = authorization.challenge(ChallengeType::Http01) else {
+        let kind = published.to.kind;
+        // `*.example.com` is validated at `_acme-challenge.example.com` (RFC 8555 §8.4).
+        let name = authorization.identifier().to_string();
+        let challenge_type = match kind {
+            AcmeChallenge::Http01 => ChallengeType::Http01,
+            AcmeChallenge::Dns01 => ChallengeType::Dns01,
+        };
+        let Some(mut challenge) = authorization.challenge(challenge_type) else {
             return Err(instant_acme::Error::Str(
-                "the CA offers no http-01 challenge",
+                "the CA does not offer the configured challenge type",
             ));
         };
         if challenge.status != ChallengeStatus::Pending || reported.contains(&challenge.url) {
             continue;
         }
         let key_authorization = challenge.key_authorization();
-        published.add(&challenge.token, key_authorization.as_str());
+        match kind {
+            AcmeChallenge::Http01 => published.add(&challenge.token, key_authorization.as_str()),
+            AcmeChallenge::Dns01 => published.add(
+                &format!("_acme-challenge.{}", name.trim_start_matches("*.")),
+                &key_authorization.dns_value(),
+            ),
+        }
         challenge.set_ready().await?;
         reported.insert(challenge.url.clone());
     }
@@ -172,16 +195,22 @@ fn is_bad_nonce(error: &instant_acme::Error) -> bool {
 // === impl PublishedTokens ===
 
 impl PublishedTokens<'_> {
-    fn add(&mut self, token: &str, key_authorization: &str) {
-        self.tokens.insert(token, key_authorization);
-        self.published.push(token.to_owned());
+    fn add(&mut self, key: &str, value: &str) {
+        match self.to.kind {
+            AcmeChallenge::Http01 => self.to.http01.insert(key, value),
+            AcmeChallenge::Dns01 => self.to.dns01.insert(key, value),
+        }
+        self.published.push((key.to_owned(), value.to_owned()));
     }
 }
 
 impl Drop for PublishedTokens<'_> {
     fn drop(&mut self) {
-        for token in &self.published {
-            self.tokens.remove(token);
+        for (key, value) in &self.published {
+            match self.to.kind {
+                AcmeChallenge::Http01 => self.to.http01.remove(key),
+                AcmeChallenge::Dns01 => self.to.dns01.remove(key, value),
+            }
         }
     }
 }

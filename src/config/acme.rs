@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::error::ErrorSink;
 use super::raw::RawAcme;
-use super::{HostPattern, RouteConfig, TlsConfig};
+use super::{DnsConfig, HostPattern, RouteConfig, TlsConfig};
 
 const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
@@ -26,12 +26,24 @@ pub struct AcmeConfig {
     /// The certificates to obtain and keep renewed; each is a list of names, the first one
     /// naming it in `state_dir` and in `headland certs`.
     pub certificates: Vec<Vec<String>>,
+    /// How the CA checks control of a name. Default: HTTP-01.
+    pub challenge: AcmeChallenge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A file at `/.well-known/acme-challenge/` on port 80, answered by the proxy.
+    Http01,
+    /// A TXT record at `_acme-challenge.NAME`, answered by the embedded DNS server; the only
+    /// way to get wildcard certificates.
+    Dns01,
 }
 
 pub fn acme(
     raw: &Spanned<RawAcme>,
     tls: &TlsConfig,
     routes: &[RouteConfig],
+    dns: (&[std::net::SocketAddr], &DnsConfig),
     base_dir: &Path,
     sink: &mut ErrorSink<'_>,
 ) -> AcmeConfig {
@@ -63,13 +75,21 @@ pub fn acme(
             valid.then(|| text.clone())
         })
         .collect();
-    if let Some(challenge) = &acme.challenge {
-        match challenge.get_ref().as_str() {
-            "http-01" => {}
-            "dns-01" => sink.at(challenge.span(), "acme challenge \"dns-01\" needs the embedded DNS server, which is not available yet; use \"http-01\""),
-            other => sink.at(challenge.span(), format!("acme challenge \"{other}\" must be \"http-01\"")),
+    let challenge = match acme
+        .challenge
+        .as_ref()
+        .map(|c| (c.get_ref().as_str(), c.span()))
+    {
+        None | Some(("http-01", _)) => AcmeChallenge::Http01,
+        Some(("dns-01", _)) => AcmeChallenge::Dns01,
+        Some((other, span)) => {
+            sink.at(
+                span,
+                format!("acme challenge \"{other}\" must be \"http-01\" or \"dns-01\""),
+            );
+            AcmeChallenge::Http01
         }
-    }
+    };
     let ca_root = acme
         .ca_root
         .as_ref()
@@ -85,11 +105,43 @@ pub fn acme(
             );
         }
     }
+    let certificates = managed_certificates(tls, routes);
+    if challenge == AcmeChallenge::Dns01 {
+        let span = acme.challenge.as_ref().map_or(0..0, Spanned::span);
+        check_dns01(&certificates, dns, span, sink);
+    }
     AcmeConfig {
         directory,
         contact,
         ca_root,
-        certificates: managed_certificates(tls, routes),
+        certificates,
+        challenge,
+    }
+}
+
+/// DNS-01 answers come from our own DNS server: it must listen, and every name must be in
+/// one of its zones (whose NS records must point at this node).
+fn check_dns01(
+    certificates: &[Vec<String>],
+    (listen, dns): (&[std::net::SocketAddr], &DnsConfig),
+    span: std::ops::Range<usize>,
+    sink: &mut ErrorSink<'_>,
+) {
+    if listen.is_empty() {
+        sink.at(
+            span.clone(),
+            "acme challenge \"dns-01\" is answered by the embedded DNS server: set [listen] dns",
+        );
+    }
+    for name in certificates.iter().flatten() {
+        let base = name.trim_start_matches("*.");
+        let in_zone = dns
+            .zones
+            .iter()
+            .any(|zone| base == zone.origin || base.ends_with(&format!(".{}", zone.origin)));
+        if !in_zone {
+            sink.at(span.clone(), format!("acme challenge \"dns-01\": \"{name}\" is in none of the [dns.zones], so this node cannot publish its TXT record"));
+        }
     }
 }
 

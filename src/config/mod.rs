@@ -24,7 +24,7 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
-pub use acme::AcmeConfig;
+pub use acme::{AcmeChallenge, AcmeConfig};
 pub use dns::{DnsConfig, RegionConfig, RegionProbe};
 pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
 pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};

@@ -44,6 +44,7 @@ pub fn tls(
     certificates: &[Spanned<RawCertificate>],
     https_listeners: usize,
     acme_configured: bool,
+    acme_wildcards: bool,
     base_dir: &Path,
     sink: &mut ErrorSink<'_>,
 ) -> TlsConfig {
@@ -71,7 +72,12 @@ pub fn tls(
                 loaded.push(certificate);
                 names
             }
-            (None, None) => match acme_names(raw, acme_configured, raw_certificate.span(), sink) {
+            (None, None) => match acme_names(
+                raw,
+                (acme_configured, acme_wildcards),
+                raw_certificate.span(),
+                sink,
+            ) {
                 Some(names) => {
                     acme_certificates.push(names.clone());
                     names
@@ -115,11 +121,11 @@ pub fn tls(
     }
 }
 
-/// A file-less `[[certificates]]` entry: names for ACME. Wildcards need DNS-01, which needs
-/// the embedded DNS server; HTTP-01 cannot prove control of a whole subtree (RFC 8555 §8.3).
+/// A file-less `[[certificates]]` entry: names for ACME. Wildcards need DNS-01: HTTP-01
+/// cannot prove control of a whole subtree (RFC 8555 §7.1.3).
 fn acme_names(
     raw: &RawCertificate,
-    acme_configured: bool,
+    (acme_configured, wildcards_allowed): (bool, bool),
     span: std::ops::Range<usize>,
     sink: &mut ErrorSink<'_>,
 ) -> Option<Vec<String>> {
@@ -136,8 +142,8 @@ fn acme_names(
         .filter_map(|name| certificate_name(name, sink))
         .collect();
     for (name, raw_name) in names.iter().zip(&raw.names) {
-        if name.starts_with("*.") {
-            sink.at(raw_name.span(), format!("certificate name \"{name}\" is a wildcard: ACME wildcards need challenge = \"dns-01\", which is not available yet; list the names, or give cert_file and key_file"));
+        if name.starts_with("*.") && !wildcards_allowed {
+            sink.at(raw_name.span(), format!("certificate name \"{name}\" is a wildcard: ACME wildcards need [acme] challenge = \"dns-01\"; list the names, or give cert_file and key_file"));
         }
     }
     (sink.len() == errors_before).then_some(names)

@@ -61,14 +61,27 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         &raw.certificates,
         listen.https.len(),
         raw.acme.is_some(),
+        // Only DNS-01 can prove control of a wildcard (RFC 8555 §7.1.3).
+        raw.acme.as_ref().is_some_and(|acme| {
+            acme.get_ref()
+                .challenge
+                .as_ref()
+                .is_some_and(|c| c.get_ref() == "dns-01")
+        }),
         base_dir,
         &mut sink,
     );
     let dns = super::dns::dns(&raw, node.region.as_deref(), base_dir, &mut sink);
-    let acme = raw
-        .acme
-        .as_ref()
-        .map(|acme| super::acme::acme(acme, &tls, &routes, base_dir, &mut sink));
+    let acme = raw.acme.as_ref().map(|acme| {
+        super::acme::acme(
+            acme,
+            &tls,
+            &routes,
+            (&listen.dns, &dns),
+            base_dir,
+            &mut sink,
+        )
+    });
     let admin_token = raw
         .listen
         .admin_token_file

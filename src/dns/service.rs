@@ -4,7 +4,9 @@
 //! `HealthRegistry`, and metrics per query.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::rr::Name;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -12,6 +14,7 @@ use pingora::services::background::BackgroundService;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{serve, DnsState, DnsView, QueryOutcome};
+use crate::acme::challenge::Dns01Records;
 use crate::metrics::Metrics;
 use crate::proxy::route_table::RouteTarget;
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -36,7 +39,20 @@ pub struct HeadlandDns {
     snapshots: Arc<SnapshotCell>,
     registry: Arc<HealthRegistry>,
     metrics: Arc<Metrics>,
+    /// ACME DNS-01 answers being validated right now.
+    dns01: Dns01Records,
+    /// The current view with those answers added, rebuilt when either changes.
+    with_challenges: Mutex<Option<ChallengeView>>,
 }
+
+struct ChallengeView {
+    base: Arc<DnsView>,
+    generation: u64,
+    view: Arc<DnsView>,
+}
+
+/// TTL of DNS-01 answers: resolvers must not keep a token past its validation.
+const CHALLENGE_TTL: u32 = 0;
 
 // === impl DnsSockets ===
 
@@ -79,6 +95,7 @@ impl DnsService {
         snapshots: Arc<SnapshotCell>,
         registry: Arc<HealthRegistry>,
         metrics: Arc<Metrics>,
+        dns01: Dns01Records,
     ) -> Self {
         Self {
             sockets: std::sync::Mutex::new(Some(sockets)),
@@ -86,6 +103,8 @@ impl DnsService {
                 snapshots,
                 registry,
                 metrics,
+                dns01,
+                with_challenges: Mutex::new(None),
             }),
         }
     }
@@ -114,7 +133,39 @@ impl BackgroundService for DnsService {
 
 impl DnsState for HeadlandDns {
     fn view(&self) -> Arc<DnsView> {
-        Arc::clone(&self.snapshots.load().config.dns.view)
+        let base = Arc::clone(&self.snapshots.load().config.dns.view);
+        let generation = self.dns01.generation();
+        if generation == 0 {
+            return base; // no DNS-01 challenge since start: the common case, no lock
+        }
+        let Ok(mut cached) = self.with_challenges.lock() else {
+            return base;
+        };
+        if let Some(current) = cached.as_ref() {
+            if current.generation == generation && Arc::ptr_eq(&current.base, &base) {
+                return Arc::clone(&current.view);
+            }
+        }
+        let records: Vec<(Name, Vec<String>)> = self
+            .dns01
+            .all()
+            .into_iter()
+            .filter_map(|(name, values)| {
+                let name = Name::from_ascii(format!("{name}.")).ok()?.to_lowercase();
+                Some((name, values))
+            })
+            .collect();
+        let view = if records.is_empty() {
+            Arc::clone(&base)
+        } else {
+            Arc::new(base.with_txt(&records, CHALLENGE_TTL))
+        };
+        *cached = Some(ChallengeView {
+            base,
+            generation,
+            view: Arc::clone(&view),
+        });
+        view
     }
 
     fn region_up(&self, name: &str, region: &str) -> bool {

@@ -42,7 +42,7 @@ pub struct ZoneView {
 }
 
 /// Everything a query is answered from. Immutable; a reload builds a new one.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct DnsView {
     /// Zones, most specific (most labels) first, so the first match is the longest.
     zones: Vec<ZoneView>,
@@ -94,6 +94,22 @@ impl DnsView {
         self.zones
             .iter()
             .find(|view| view.zone.origin().zone_of(name))
+    }
+
+    /// A copy of this view with TXT records added (ACME DNS-01 answers: `(name, values)`,
+    /// names lowercase and fully qualified); names outside every zone are skipped.
+    pub fn with_txt(&self, records: &[(Name, Vec<String>)], ttl: u32) -> DnsView {
+        let mut view = self.clone();
+        for (name, values) in records {
+            if let Some(zone) = view
+                .zones
+                .iter_mut()
+                .find(|z| z.zone.origin().zone_of(name))
+            {
+                zone.zone.insert_txt(name, values, ttl);
+            }
+        }
+        view
     }
 
     /// The GeoIP database, if one is configured.

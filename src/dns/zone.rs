@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::txt::Parser;
 
@@ -214,6 +215,22 @@ impl Zone {
             }
             encloser = encloser.base_name();
         }
+    }
+
+    /// Adds a TXT RRset at `name` (lowercase, inside the zone), replacing any there: ACME
+    /// DNS-01 answers, which live in memory for the length of a validation.
+    pub(crate) fn insert_txt(&mut self, name: &Name, values: &[String], ttl: u32) {
+        let records = values
+            .iter()
+            .map(|value| {
+                Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(vec![value.clone()])))
+            })
+            .collect();
+        self.rrsets
+            .entry(name.clone())
+            .or_default()
+            .insert(RecordType::TXT, records);
+        self.insert_name(name);
     }
 
     /// Records `name` (and its ancestors up to the origin) as existing; used for geo names,

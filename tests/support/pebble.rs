@@ -17,7 +17,7 @@ use super::{free_port, scratch_dir, ChildGuard};
 
 pub struct Pebble {
     _pebble: ChildGuard,
-    _dns: ChildGuard,
+    _dns: Option<ChildGuard>,
     /// The ACME directory URL.
     pub directory: String,
     /// PEM of the CA that signed pebble's own HTTPS certificate: Headland's `ca_root`.
@@ -58,18 +58,35 @@ impl Pebble {
     /// Starts pebble validating HTTP-01 on `http_port`. `nonce_reject` is the percentage of
     /// good nonces it rejects; `validity` the lifetime of the certificates it issues.
     pub fn start(http_port: u16, nonce_reject: u32, validity: Option<Duration>) -> Pebble {
+        Self::start_with_resolver(http_port, nonce_reject, validity, None)
+    }
+
+    /// Like `start`, with `resolver` as pebble's DNS server (Headland's own, for DNS-01)
+    /// instead of a pebble-challtestsrv that maps every name to 127.0.0.1.
+    pub fn start_with_resolver(
+        http_port: u16,
+        nonce_reject: u32,
+        validity: Option<Duration>,
+        resolver: Option<SocketAddr>,
+    ) -> Pebble {
         let dir = scratch_dir();
         let (api_root_der, api_root) = write_api_certificate(&dir);
-        let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let dns_server = Command::new("pebble-challtestsrv")
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .args(["-dns01", &dns.to_string()])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{}", free_port())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pebble-challtestsrv");
+        let (dns, dns_server) = match resolver {
+            Some(resolver) => (resolver, None),
+            None => {
+                let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+                let server = Command::new("pebble-challtestsrv")
+                    .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                    .args(["-dns01", &dns.to_string()])
+                    .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                    .args(["-management", &format!("127.0.0.1:{}", free_port())])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start pebble-challtestsrv");
+                (dns, Some(ChildGuard(server)))
+            }
+        };
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let management: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut settings = serde_json::json!({
@@ -103,7 +120,7 @@ impl Pebble {
             .stderr(Stdio::null())
             .spawn()
             .expect("start pebble");
-        let guards = (ChildGuard(pebble), ChildGuard(dns_server));
+        let guards = (ChildGuard(pebble), dns_server);
         wait_listening(listen);
         wait_listening(management);
         Pebble {
