@@ -51,10 +51,11 @@ pub struct Dns01Records {
 impl Dns01Records {
     pub fn insert(&self, name: &str, value: &str) {
         if let Ok(mut records) = self.records.write() {
-            records
-                .entry(name.to_owned())
-                .or_default()
-                .push(value.to_owned());
+            let values = records.entry(name.to_owned()).or_default();
+            // One RRset never holds the same record twice (RFC 2181 §5).
+            if !values.iter().any(|v| v == value) {
+                values.push(value.to_owned());
+            }
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
     }

@@ -130,9 +130,9 @@ impl AcmeError {
 // === impl Acme ===
 
 impl Acme {
-    /// The ACME certificate for `name` (lowercase), exact then one-level wildcard.
-    pub fn resolve(&self, name: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        self.certificates.load().resolve_name(name)
+    /// The ACME certificates being served, by name.
+    pub fn certificates(&self) -> Arc<CertIndex> {
+        self.certificates.load_full()
     }
 
     pub fn status(&self) -> Vec<CertStatus> {

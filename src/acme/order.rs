@@ -73,7 +73,8 @@ pub async fn obtain(
         to,
         published: Vec::new(),
     };
-    retry_bad_nonce!(answer_challenges(&mut order, &mut published).await)
+    let mut reported = HashSet::new();
+    retry_bad_nonce!(answer_challenges(&mut order, &mut published, &mut reported).await)
         .map_err(|e| AcmeError::acme("answering challenges", e))?;
     let status = retry_bad_nonce!(order.poll_ready(&POLL).await)
         .map_err(|e| AcmeError::acme("waiting for validation", e))?;
@@ -108,8 +109,13 @@ async fn place(
     if let Some(replaces) = replaces {
         let new_order = NewOrder::new(identifiers).replaces(replaces);
         match retry_bad_nonce!(account.new_order(&new_order).await) {
-            // A CA without ARI: an ordinary order will do.
+            // A CA without ARI: an ordinary order will do. `alreadyReplaced`: an earlier
+            // renewal of this certificate was issued but never stored (crash, full disk);
+            // asking to replace it again would fail forever (RFC 9773 §5).
             Err(instant_acme::Error::Unsupported(_)) => {}
+            Err(instant_acme::Error::Api(problem))
+                if problem.r#type.as_deref()
+                    == Some("urn:ietf:params:acme:error:alreadyReplaced") => {}
             other => return other.map_err(|e| AcmeError::acme("placing the order", e)),
         }
     }
@@ -117,14 +123,15 @@ async fn place(
         .map_err(|e| AcmeError::acme("placing the order", e))
 }
 
-/// Publishes each pending authorization's HTTP-01 answer and tells the CA to validate it.
+/// Publishes each pending authorization's challenge answer and tells the CA to validate it.
 /// Safe to run again after a failure: authorizations already fetched are not fetched again,
-/// and challenges already reported ready are skipped.
+/// and challenges in `reported` (already told to the CA, whose cached state still says
+/// pending) are skipped.
 async fn answer_challenges(
     order: &mut Order,
     published: &mut PublishedTokens<'_>,
+    reported: &mut HashSet<String>,
 ) -> Result<(), instant_acme::Error> {
-    let mut reported: HashSet<String> = HashSet::new();
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let mut authorization = authorization?;

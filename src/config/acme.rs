@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::error::ErrorSink;
 use super::raw::RawAcme;
-use super::{DnsConfig, HostPattern, RouteConfig, TlsConfig};
+use super::{DnsConfig, HostPattern, ListenConfig, RouteConfig, TlsConfig};
 
 const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
@@ -43,7 +43,7 @@ pub fn acme(
     raw: &Spanned<RawAcme>,
     tls: &TlsConfig,
     routes: &[RouteConfig],
-    dns: (&[std::net::SocketAddr], &DnsConfig),
+    (listen, dns): (&ListenConfig, &DnsConfig),
     base_dir: &Path,
     sink: &mut ErrorSink<'_>,
 ) -> AcmeConfig {
@@ -106,9 +106,13 @@ pub fn acme(
         }
     }
     let certificates = managed_certificates(tls, routes);
-    if challenge == AcmeChallenge::Dns01 {
-        let span = acme.challenge.as_ref().map_or(0..0, Spanned::span);
-        check_dns01(&certificates, dns, span, sink);
+    let span = acme.challenge.as_ref().map_or(raw.span(), Spanned::span);
+    match challenge {
+        AcmeChallenge::Dns01 => check_dns01(&certificates, (&listen.dns, dns), span, sink),
+        // Without a plain listener every validation would fail, and failed validations
+        // count against the CA's limits.
+        AcmeChallenge::Http01 if listen.http.is_empty() => sink.at(span, "acme challenge \"http-01\" is answered on the plain HTTP listener (port 80 as the CA sees it): set [listen] http, or use challenge = \"dns-01\""),
+        AcmeChallenge::Http01 => {}
     }
     AcmeConfig {
         directory,

@@ -72,16 +72,10 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         &mut sink,
     );
     let dns = super::dns::dns(&raw, node.region.as_deref(), base_dir, &mut sink);
-    let acme = raw.acme.as_ref().map(|acme| {
-        super::acme::acme(
-            acme,
-            &tls,
-            &routes,
-            (&listen.dns, &dns),
-            base_dir,
-            &mut sink,
-        )
-    });
+    let acme = raw
+        .acme
+        .as_ref()
+        .map(|acme| super::acme::acme(acme, &tls, &routes, (&listen, &dns), base_dir, &mut sink));
     let admin_token = raw
         .listen
         .admin_token_file
@@ -214,6 +208,11 @@ fn listen(raw: &RawListen, sink: &mut ErrorSink<'_>) -> ListenConfig {
     let mut dns: Vec<SocketAddr> = Vec::new();
     for addr in raw.dns.iter().flatten() {
         if let Some(parsed) = listen_addr(addr, sink) {
+            if parsed.ip().is_unspecified() {
+                // Replies over UDP leave from whatever source address the kernel picks, and
+                // resolvers drop answers that come from an address they did not ask.
+                sink.at(addr.span(), format!("listen.dns address {parsed} is a wildcard: list each address this node answers DNS on (UDP answers must come from the address that was asked)"));
+            }
             let tcp_taken = http.iter().any(|(h, _)| *h == parsed)
                 || https.contains(&parsed)
                 || admin == Some(parsed);

@@ -60,12 +60,43 @@ pub async fn serve(
     }
     let stop_udp = Arc::new(AtomicBool::new(false));
     let mut udp_threads = Vec::new();
+    let mut started = Ok(());
     for socket in udp {
-        let thread = spawn_udp(Arc::clone(&state), socket, Arc::clone(&stop_udp));
-        udp_threads.push(thread.map_err(|error| DnsError::Server {
-            message: format!("cannot start a UDP thread: {error}"),
-        })?);
+        match spawn_udp(Arc::clone(&state), socket, Arc::clone(&stop_udp)) {
+            Ok(thread) => udp_threads.push(thread),
+            Err(error) => {
+                started = Err(DnsError::Server {
+                    message: format!("cannot start a UDP thread: {error}"),
+                });
+                break;
+            }
+        }
     }
+    let result = match started {
+        Ok(()) if tcp.is_empty() => {
+            // hickory's server returns at once with no listener; UDP alone runs until told.
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            Ok(())
+        }
+        Ok(()) => serve_tcp(state, tcp, shutdown).await,
+        Err(error) => Err(error),
+    };
+    // Stop the UDP threads on every way out; each notices within its receive timeout.
+    stop_udp.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in udp_threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
+    result
+}
+
+async fn serve_tcp(
+    state: Arc<dyn DnsState>,
+    tcp: Vec<TcpListener>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), DnsError> {
     let mut server = Server::new(Handler { state });
     for listener in tcp {
         server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
@@ -79,14 +110,6 @@ pub async fn serve(
     });
     let result = server.block_until_done().await;
     watcher.abort();
-    stop_udp.store(true, Ordering::Relaxed);
-    // Each thread notices within its receive timeout.
-    let _ = tokio::task::spawn_blocking(move || {
-        for thread in udp_threads {
-            let _ = thread.join();
-        }
-    })
-    .await;
     result.map_err(|error| DnsError::Server {
         message: error.to_string(),
     })

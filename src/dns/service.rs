@@ -1,10 +1,13 @@
-//! The DNS server as a Headland service: sockets bound at start-up (so a taken port fails
-//! the start like any listener), answers from the current snapshot's `DnsView` (a reload
+//! The DNS server as a Headland service: sockets bound at start-up (so an address this
+//! user cannot bind fails the start; note that SO_REUSEPORT lets a second Headland of the
+//! same user share the port rather than fail), answers from the current snapshot's `DnsView` (a reload
 //! swaps zones, regions and the GeoIP database between two queries), region health from the
 //! `HealthRegistry`, and metrics per query.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use hickory_proto::rr::Name;
 
@@ -41,8 +44,9 @@ pub struct HeadlandDns {
     metrics: Arc<Metrics>,
     /// ACME DNS-01 answers being validated right now.
     dns01: Dns01Records,
-    /// The current view with those answers added, rebuilt when either changes.
-    with_challenges: Mutex<Option<ChallengeView>>,
+    /// The current view with those answers added, rebuilt when either changes. Read
+    /// without a lock; two threads that both see it stale both rebuild it, harmlessly.
+    with_challenges: ArcSwapOption<ChallengeView>,
 }
 
 struct ChallengeView {
@@ -63,11 +67,18 @@ impl DnsSockets {
             tcp: Vec::new(),
         };
         for addr in addrs {
-            for _ in 0..udp_per_address.max(1) {
-                let socket = shared_socket(*addr, Type::DGRAM, Protocol::UDP)?;
+            // Port 0 picks a free port once; every socket of this address then shares it.
+            let first = shared_socket(*addr, Type::DGRAM, Protocol::UDP)?;
+            let addr = first
+                .local_addr()?
+                .as_socket()
+                .ok_or_else(|| std::io::Error::other("UDP socket without an address"))?;
+            sockets.udp.push(first.into());
+            for _ in 1..udp_per_address.max(1) {
+                let socket = shared_socket(addr, Type::DGRAM, Protocol::UDP)?;
                 sockets.udp.push(socket.into());
             }
-            let socket = shared_socket(*addr, Type::STREAM, Protocol::TCP)?;
+            let socket = shared_socket(addr, Type::STREAM, Protocol::TCP)?;
             socket.listen(1024)?;
             sockets.tcp.push(socket.into());
         }
@@ -104,7 +115,7 @@ impl DnsService {
                 registry,
                 metrics,
                 dns01,
-                with_challenges: Mutex::new(None),
+                with_challenges: ArcSwapOption::empty(),
             }),
         }
     }
@@ -120,7 +131,13 @@ impl BackgroundService for DnsService {
         let tcp = sockets
             .tcp
             .into_iter()
-            .filter_map(|s| tokio::net::TcpListener::from_std(s).ok())
+            .filter_map(|socket| match tokio::net::TcpListener::from_std(socket) {
+                Ok(listener) => Some(listener),
+                Err(error) => {
+                    tracing::error!(%error, "DNS TCP listener unusable; TCP answers off");
+                    None
+                }
+            })
             .collect();
         let state: Arc<dyn DnsState> = Arc::clone(&self.state) as Arc<dyn DnsState>;
         if let Err(error) = serve(state, udp, tcp, shutdown).await {
@@ -138,10 +155,7 @@ impl DnsState for HeadlandDns {
         if generation == 0 {
             return base; // no DNS-01 challenge since start: the common case, no lock
         }
-        let Ok(mut cached) = self.with_challenges.lock() else {
-            return base;
-        };
-        if let Some(current) = cached.as_ref() {
+        if let Some(current) = self.with_challenges.load().as_ref() {
             if current.generation == generation && Arc::ptr_eq(&current.base, &base) {
                 return Arc::clone(&current.view);
             }
@@ -160,11 +174,11 @@ impl DnsState for HeadlandDns {
         } else {
             Arc::new(base.with_txt(&records, CHALLENGE_TTL))
         };
-        *cached = Some(ChallengeView {
+        self.with_challenges.store(Some(Arc::new(ChallengeView {
             base,
             generation,
             view: Arc::clone(&view),
-        });
+        })));
         view
     }
 

@@ -64,8 +64,8 @@ fn serve_udp(state: &dyn DnsState, socket: &UdpSocket, stop: &AtomicBool) {
     let mut batch = Batch::new();
     let mut cache = PacketCache::new(state.view());
     while !stop.load(Ordering::Relaxed) {
-        let received = match batch.receive(socket) {
-            Ok(received) => received,
+        match batch.receive(socket) {
+            Ok(_) => {}
             // The read timeout: look at `stop` again.
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 continue
@@ -76,7 +76,7 @@ fn serve_udp(state: &dyn DnsState, socket: &UdpSocket, stop: &AtomicBool) {
                 continue;
             }
         };
-        batch.answer(&mut cache, state, received);
+        batch.answer(&mut cache, state);
         batch.send(socket);
     }
 }
@@ -84,8 +84,8 @@ fn serve_udp(state: &dyn DnsState, socket: &UdpSocket, stop: &AtomicBool) {
 /// Buffers for one batch of datagrams, reused for the life of the socket.
 struct Batch {
     queries: Vec<Vec<u8>>,
-    /// (length, client) of each received query.
-    received: Vec<(usize, SocketAddr)>,
+    /// (index in `queries`, length, client) of each received query.
+    received: Vec<(usize, usize, SocketAddr)>,
     /// (response, client) to send.
     replies: Vec<(Vec<u8>, SocketAddr)>,
 }
@@ -119,9 +119,9 @@ impl Batch {
             None,
         )
         .map_err(std::io::Error::from)?;
-        for message in results {
+        for (index, message) in results.enumerate() {
             if let Some(client) = message.address.as_ref().and_then(socket_addr) {
-                self.received.push((message.bytes, client));
+                self.received.push((index, message.bytes, client));
             }
         }
         if self.received.is_empty() {
@@ -130,16 +130,16 @@ impl Batch {
         Ok(self.received.len())
     }
 
-    fn answer(&mut self, cache: &mut PacketCache, state: &dyn DnsState, count: usize) {
+    fn answer(&mut self, cache: &mut PacketCache, state: &dyn DnsState) {
         self.replies.clear();
         // One view for the batch: a reload lands between batches.
         let view = state.view();
-        for (query, &(len, client)) in self.queries.iter().zip(&self.received).take(count) {
+        for &(index, len, client) in &self.received {
             // hickory-server refuses port 0 too: nothing can be sent back to it.
             if client.port() == 0 {
                 continue;
             }
-            let Some(query) = query.get(..len) else {
+            let Some(query) = self.queries.get(index).and_then(|q| q.get(..len)) else {
                 continue;
             };
             if let Some(reply) = cache.answer(state, &view, query, client.ip()) {

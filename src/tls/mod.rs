@@ -1,9 +1,10 @@
 //! HTTPS: the certificate for each server name, chosen during the handshake from the current
 //! snapshot, so certificates appear, change and disappear with a reload, no restart.
 //!
-//! Lookup order: certificate files by the exact name, then the wildcard one level up
-//! (`*.example.com` covers `a.example.com`, not `a.b.example.com`, as RFC 6125 §6.4.3 says),
-//! then ACME certificates the same way, then the configured default. No match: no certificate, and rustls ends the handshake with an alert.
+//! Lookup order: the exact name (certificate files, then ACME), then the wildcard one level
+//! up (`*.example.com` covers `a.example.com`, not `a.b.example.com`, as RFC 6125 §6.4.3
+//! says; files, then ACME), then the configured default. No match: no certificate, and
+//! rustls ends the handshake with an alert.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -69,13 +70,17 @@ impl CertIndex {
 
     /// The certificate for `name` (lowercase): exact, then one-level wildcard.
     pub fn resolve_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        self.exact
-            .get(name)
-            .or_else(|| {
-                let (_, parent) = name.split_once('.')?;
-                self.wildcard.get(parent)
-            })
-            .cloned()
+        self.exact_name(name).or_else(|| self.wildcard_for(name))
+    }
+
+    pub fn exact_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.exact.get(name).cloned()
+    }
+
+    /// The `*.parent` certificate covering `name`, if any.
+    pub fn wildcard_for(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).cloned()
     }
 
     /// The certificate for `server_name` (lowercase), else the default, if any.
@@ -104,12 +109,11 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // rustls has already checked that the SNI is a DNS name; only its case may vary.
         let name = client_hello.server_name().map(str::to_ascii_lowercase);
-        // Files first (an operator's explicit choice), then ACME, then the default.
-        let files = &self.snapshots.load().certs;
-        let found = name
-            .as_deref()
-            .and_then(|name| files.resolve_name(name).or_else(|| self.acme.resolve(name)))
-            .or_else(|| files.resolve(None));
+        let found = choose(
+            &self.snapshots.load().certs,
+            &self.acme.certificates(),
+            name.as_deref(),
+        );
         if found.is_none() {
             tracing::info!(
                 server_name = name.as_deref().unwrap_or("(none)"),
@@ -118,6 +122,19 @@ impl ResolvesServerCert for SniResolver {
         }
         found
     }
+}
+
+/// An exact name beats a wildcard whatever its source; at equal precision files (an
+/// operator's explicit choice) come before ACME; then the default (from files).
+fn choose(files: &CertIndex, acme: &CertIndex, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    name.and_then(|name| {
+        files
+            .exact_name(name)
+            .or_else(|| acme.exact_name(name))
+            .or_else(|| files.wildcard_for(name))
+            .or_else(|| acme.wildcard_for(name))
+    })
+    .or_else(|| files.resolve(None))
 }
 
 /// Settings for one HTTPS listener: TLS 1.2 and 1.3 only (Pingora's rustls default, whose
@@ -139,6 +156,22 @@ mod tests {
             rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
         let signer = rustls::crypto::ring::sign::any_supported_type(&der).unwrap();
         Arc::new(CertifiedKey::new(vec![cert.cert.der().clone()], signer))
+    }
+
+    #[test]
+    fn an_exact_acme_certificate_beats_a_wildcard_file() {
+        let (file_wildcard, acme_exact) = (key(), key());
+        let mut files = CertIndex::default();
+        files
+            .wildcard
+            .insert("example.com".into(), Arc::clone(&file_wildcard));
+        let names = ["api.example.com".to_owned()];
+        let acme = CertIndex::from_keys(std::iter::once((&names[..], Arc::clone(&acme_exact))));
+        let api = choose(&files, &acme, Some("api.example.com")).unwrap();
+        assert!(Arc::ptr_eq(&api, &acme_exact));
+        let www = choose(&files, &acme, Some("www.example.com")).unwrap();
+        assert!(Arc::ptr_eq(&www, &file_wildcard));
+        assert!(choose(&files, &acme, Some("other.org")).is_none());
     }
 
     #[test]

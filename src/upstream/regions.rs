@@ -2,7 +2,7 @@
 //! configuration like the upstream checks (DESIGN.md decision 7). A region whose checks
 //! fail `fall` times in a row is not given out in DNS answers until it passes `rise` times.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
@@ -15,6 +15,8 @@ use crate::webhook::{Event, EventKind, Webhooks};
 
 pub struct RegionHealth {
     tasks: Mutex<HashMap<String, RegionTask>>,
+    /// Every configured region, so that a removed one loses its `headland_region_up`.
+    configured: Mutex<HashSet<String>>,
     metrics: Arc<Metrics>,
     webhooks: Arc<Webhooks>,
 }
@@ -31,6 +33,7 @@ impl RegionHealth {
     pub fn new(metrics: Arc<Metrics>, webhooks: Arc<Webhooks>) -> Self {
         Self {
             tasks: Mutex::new(HashMap::new()),
+            configured: Mutex::new(HashSet::new()),
             metrics,
             webhooks,
         }
@@ -48,6 +51,13 @@ impl RegionHealth {
     /// Makes the probe tasks match `regions`; a region whose probe is unchanged keeps its
     /// state. Must run inside a tokio runtime.
     pub fn apply(&self, regions: &[RegionConfig]) {
+        let names: HashSet<String> = regions.iter().map(|r| r.spec.name.clone()).collect();
+        if let Ok(mut configured) = self.configured.lock() {
+            for gone in configured.difference(&names) {
+                let _ = self.metrics.region_up.remove_label_values(&[gone.as_str()]);
+            }
+            *configured = names;
+        }
         let Ok(mut tasks) = self.tasks.lock() else {
             return;
         };

@@ -75,16 +75,20 @@ impl Pebble {
             Some(resolver) => (resolver, None),
             None => {
                 let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+                let management: SocketAddr = ([127, 0, 0, 1], free_port()).into();
                 let server = Command::new("pebble-challtestsrv")
                     .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
                     .args(["-dns01", &dns.to_string()])
                     .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-                    .args(["-management", &format!("127.0.0.1:{}", free_port())])
+                    .args(["-management", &management.to_string()])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
                     .expect("start pebble-challtestsrv");
-                (dns, Some(ChildGuard(server)))
+                let server = ChildGuard(server);
+                // Its management API comes up after the DNS listener: then both are ready.
+                wait_listening(management);
+                (dns, Some(server))
             }
         };
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
