@@ -6,14 +6,23 @@
 # seconds per 100k requests and peak RSS for each, the ratios, and the upstream served
 # directly (the ceiling).
 #
-#   benches/compare/http.sh                 # defaults below
+# Then, with the first worker count:
+#   * access log on vs off: a second Headland (and nginx) writing its access log to a file,
+#     in the same rounds as the HTTP/1.1 small-response measurement;
+#   * idle keep-alive connections: the RSS they cost;
+#   * HTTP/2 over TLS: the three servers terminate TLS with the same self-signed ECDSA P-256
+#     certificate (HTTP/2 by ALPN) and proxy over HTTP/1.1 keep-alive; h2load drives it;
+#   * new TLS handshakes per second: ab over HTTPS without keep-alive, so every request is a
+#     new TCP connection and a full handshake (ab never offers a session to resume).
+#
+#   benches/compare/http.sh                 # defaults below, about 3.5 minutes
 #   DURATION=10 ROUNDS=3 WORKERS="1 2" benches/compare/http.sh
 #
 # Loopback only; every process it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DURATION=${DURATION:-5}      # seconds of load per measurement
+DURATION=${DURATION:-4}      # seconds of load per measurement
 ROUNDS=${ROUNDS:-2}          # measurements per server and scenario (the median is reported)
 CONNECTIONS=${CONNECTIONS:-50}
 WORKERS=${WORKERS:-"1 2"}    # proxy worker threads/processes
@@ -21,9 +30,14 @@ BASE_PORT=${BASE_PORT:-18900}
 # Idle connections for the RSS scenario (0 skips it). HAProxy needs two descriptors per
 # connection, so with the hard limit of 20,000 open files found here 9,000 is what fits.
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-9000}
+ACCESS_LOG=${ACCESS_LOG:-1}  # 1: also measure Headland and nginx with their access log on
+TLS=${TLS:-1}                # 1: the HTTP/2-over-TLS and TLS handshake scenarios
+H2_CLIENTS=${H2_CLIENTS:-10} # h2load connections ...
+H2_STREAMS=${H2_STREAMS:-10} # ... and concurrent streams on each
+HANDSHAKE_CONCURRENCY=${HANDSHAKE_CONCURRENCY:-$CONNECTIONS}  # ab -c
 
 missing=()
-for pair in nginx:nginx haproxy:haproxy wrk:wrk; do
+for pair in nginx:nginx haproxy:haproxy wrk:wrk nghttp2-client:h2load apache2-utils:ab openssl:openssl; do
   command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -84,38 +98,45 @@ wait_port() {
   echo "nothing listens on port $1" >&2; exit 1
 }
 
-start_proxies() {  # $1 = workers
-  local n=$1
-  hl_port=$((BASE_PORT + 1)); ngx_port=$((BASE_PORT + 2)); hap_port=$((BASE_PORT + 3))
-  mkdir -p "$work/hl"
-  cat > "$work/hl/headland.toml" <<EOF
+# headland_config DIR PORT-LINE LOG-OUTPUT [EXTRA]: a Headland config proxying everything to
+# the upstream. PORT-LINE is the [listen] body (http = [...] / https = [...]).
+headland_config() {
+  mkdir -p "$1"
+  cat > "$1/headland.toml" <<EOF
 [node]
-state_dir = "$work/hl"
+state_dir = "$1"
 threads = $n
 [listen]
-http = ["127.0.0.1:$hl_port"]
+$2
 admin = "off"
 [access_log]
-output = "off"
+output = "$3"
 [upstreams.origin]
 servers = ["127.0.0.1:$upstream_port"]
 [[routes]]
 host = "*"
 upstream = "origin"
 max_body_size = "0"
+${4:-}
 EOF
-  RUST_LOG=error "$headland" run --config "$work/hl/headland.toml" >/dev/null 2>&1 & hl_pid=$!; pids+=($hl_pid)
-  cat > "$work/proxy-nginx.conf" <<EOF
+}
+start_headland() {  # DIR -> pid in $started
+  RUST_LOG=error "$headland" run --config "$1/headland.toml" >/dev/null 2>"$1/stderr.log" & started=$!; pids+=($started)
+}
+# nginx_config FILE PORT ACCESS-LOG [LISTEN-OPTIONS EXTRA-SERVER-LINES]
+nginx_config() {
+  cat > "$1" <<EOF
 worker_processes $n;
-pid $work/proxy-nginx.pid;
-error_log $work/proxy-nginx-error.log;
+pid $1.pid;
+error_log $1.error.log;
 events { worker_connections 16384; }
 http {
-  access_log off;
+  access_log $3;
   upstream origin { server 127.0.0.1:$upstream_port; keepalive 64; }
   server {
-    listen 127.0.0.1:$ngx_port backlog=4096;
+    listen 127.0.0.1:$2 ${4:-} backlog=4096;
     keepalive_requests 1000000;
+    ${5:-}
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
@@ -127,11 +148,14 @@ http {
   }
 }
 EOF
-  nginx -c "$work/proxy-nginx.conf" -g "daemon off;" & ngx_pid=$!; pids+=($ngx_pid)
-  cat > "$work/haproxy.cfg" <<EOF
+}
+# haproxy_config FILE BIND-LINE [GLOBAL-LINES]
+haproxy_config() {
+  cat > "$1" <<EOF
 global
   nbthread $n
   maxconn 9900
+  ${3:-}
 defaults
   mode http
   timeout connect 3s
@@ -140,29 +164,112 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend fe
-  bind 127.0.0.1:$hap_port
+  $2
   option forwardfor
   default_backend origin
 backend origin
   server s1 127.0.0.1:$upstream_port
 EOF
+}
+
+start_proxies() {  # $1 = workers
+  n=$1
+  hl_port=$((BASE_PORT + 1)); ngx_port=$((BASE_PORT + 2)); hap_port=$((BASE_PORT + 3))
+  hl_log_port=$((BASE_PORT + 4)); ngx_log_port=$((BASE_PORT + 5))
+  headland_config "$work/hl" "http = [\"127.0.0.1:$hl_port\"]" off
+  start_headland "$work/hl"; hl_pid=$started
+  nginx_config "$work/proxy-nginx.conf" "$ngx_port" off
+  nginx -c "$work/proxy-nginx.conf" -g "daemon off;" & ngx_pid=$!; pids+=($ngx_pid)
+  haproxy_config "$work/haproxy.cfg" "bind 127.0.0.1:$hap_port"
   haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & hap_pid=$!; pids+=($hap_pid)
   wait_port "$hl_port"; wait_port "$ngx_port"; wait_port "$hap_port"
+  log_pids=()
+  if [ "$n" = "$first_workers" ] && [ "$ACCESS_LOG" = 1 ]; then
+    # The same servers with their access log written to a file: Headland's JSON lines
+    # (metrics are always on), nginx's default combined format (one write per request).
+    headland_config "$work/hl-log" "http = [\"127.0.0.1:$hl_log_port\"]" "$work/hl-log/access.log"
+    start_headland "$work/hl-log"; hl_log_pid=$started
+    nginx_config "$work/proxy-nginx-log.conf" "$ngx_log_port" "$work/nginx-access.log"
+    nginx -c "$work/proxy-nginx-log.conf" -g "daemon off;" & ngx_log_pid=$!; pids+=($ngx_log_pid)
+    log_pids=("$hl_log_pid" "$ngx_log_pid")
+    wait_port "$hl_log_port"; wait_port "$ngx_log_port"
+  fi
 }
 
 stop_proxies() {
-  kill "$hl_pid" "$ngx_pid" "$hap_pid" 2>/dev/null || true
-  wait "$hl_pid" "$ngx_pid" "$hap_pid" 2>/dev/null || true
+  kill "$hl_pid" "$ngx_pid" "$hap_pid" "${log_pids[@]}" 2>/dev/null || true
+  wait "$hl_pid" "$ngx_pid" "$hap_pid" "${log_pids[@]}" 2>/dev/null || true
 }
 
-# measure NAME PID PORT PATH -> appends "name rps p50_ms p99_ms cpu_per_100k rss_mib" to results
+# The TLS servers: separate processes (their peak RSS is theirs alone), first worker count,
+# one self-signed ECDSA P-256 certificate for bench.test. Clients connect to 127.0.0.1 and
+# send SNI bench.test (h2load) or no usable name (ab, https://127.0.0.1/), so Headland names
+# it default_certificate too.
+start_tls_proxies() {
+  n=$first_workers
+  hlt_port=$((BASE_PORT + 6)); ngxt_port=$((BASE_PORT + 7)); hapt_port=$((BASE_PORT + 8))
+  if [ ! -f "$work/tls/cert.pem" ]; then
+    mkdir -p "$work/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+      -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+      -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+    cat "$work/tls/cert.pem" "$work/tls/key.pem" > "$work/tls/haproxy.pem"
+    chmod 755 "$work/tls"; chmod 644 "$work/tls/"*.pem  # nginx loads them as root anyway
+  fi
+  headland_config "$work/hl-tls" "http = []
+https = [\"127.0.0.1:$hlt_port\"]" off "[tls]
+default_certificate = \"bench.test\"
+[[certificates]]
+names = [\"bench.test\"]
+cert_file = \"$work/tls/cert.pem\"
+key_file = \"$work/tls/key.pem\""
+  start_headland "$work/hl-tls"; hlt_pid=$started
+  # nginx and HAProxy follow the client's cipher order, as rustls does by default.
+  nginx_config "$work/proxy-nginx-tls.conf" "$ngxt_port" off "ssl http2" \
+    "ssl_certificate $work/tls/cert.pem; ssl_certificate_key $work/tls/key.pem; ssl_protocols TLSv1.2 TLSv1.3;"
+  nginx -c "$work/proxy-nginx-tls.conf" -g "daemon off;" & ngxt_pid=$!; pids+=($ngxt_pid)
+  haproxy_config "$work/haproxy-tls.cfg" \
+    "bind 127.0.0.1:$hapt_port ssl crt $work/tls/haproxy.pem alpn h2,http/1.1 prefer-client-ciphers" \
+    "stats socket $work/haproxy-tls.sock mode 600 level admin"
+  haproxy -f "$work/haproxy-tls.cfg" -db >/dev/null 2>&1 & hapt_pid=$!; pids+=($hapt_pid)
+  wait_port "$hlt_port"; wait_port "$ngxt_port"; wait_port "$hapt_port"
+}
+stop_tls_proxies() {
+  kill "$hlt_pid" "$ngxt_pid" "$hapt_pid" 2>/dev/null || true
+  wait "$hlt_pid" "$ngxt_pid" "$hapt_pid" 2>/dev/null || true
+}
+haproxy_info() {  # SOCKET FIELD: one field of HAProxy's "show info"
+  python3 - "$1" "$2" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"show info\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+for line in data.decode().splitlines():
+    if line.split(":")[0] == sys.argv[2]:
+        print(line.split(":", 1)[1].strip())
+EOF
+}
+passive_opens() { awk '/^Tcp:/ { if (h) { print $7; exit } h = 1 }' /proc/net/snmp; }
+
+# Every measure appends "name rps p50_ms p99_ms cpu_per_unit rss_mib [extra...]" to $results.
+cpu_per() {  # TICKS REQUESTS UNIT -> CPU seconds per UNIT requests
+  awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" -v u="$3" 'BEGIN { printf "%.3f", (t / hz) * u / n }'
+}
+rss_mib() { awk -v k="$(peak_rss_kib "$1")" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# measure NAME PID PORT PATH: wrk, HTTP/1.1 keep-alive
 measure() {
-  local name=$1 pid=$2 port=$3 path=$4 out before after ticks requests rps p50 p99
+  local name=$1 pid=$2 port=$3 path=$4 out before after requests rps p50 p99 errors
   before=$(cpu_ticks "$pid")
   out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port$path")
   [ -z "${DEBUG_WRK:-}" ] || echo "$out" >&2
   after=$(cpu_ticks "$pid")
-  ticks=$(getconf CLK_TCK)
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -171,16 +278,93 @@ measure() {
   # A benchmark of error pages measures nothing: stop rather than print misleading numbers.
   [ -z "$errors" ] || { echo "$name $path: $errors" >&2; exit 1; }
   printf '%s %s %s %s %s %s\n' "$name" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" \
-    "$(awk -v t="$((after - before))" -v hz="$ticks" -v n="$requests" 'BEGIN { printf "%.3f", (t / hz) * 100000 / n }')" \
-    "$(awk -v k="$(peak_rss_kib "$pid")" 'BEGIN { printf "%.1f", k / 1024 }')" >> "$results"
+    "$(cpu_per "$((after - before))" "$requests" 100000)" "$(rss_mib "$pid")" >> "$results"
 }
 to_ms() {  # wrk prints 1.23ms, 456.00us or 1.20s
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
 
+# measure_h2 NAME PID PORT: h2load, HTTP/2 over TLS, GET /small; extra columns mean_ms max_ms
+measure_h2() {
+  local name=$1 pid=$2 port=$3 out before after requests rps lat
+  before=$(cpu_ticks "$pid")
+  rm -f "$work/h2load.log"  # h2load appends to it
+  out=$(h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$DURATION" --log-file="$work/h2load.log" \
+    --connect-to="127.0.0.1:$port" "https://bench.test:$port/small" 2>&1)
+  [ -z "${DEBUG_WRK:-}" ] || echo "$out" >&2
+  after=$(cpu_ticks "$pid")
+  grep -q '^Application protocol: h2$' <<<"$out" || { echo "$name: no HTTP/2 by ALPN" >&2; echo "$out" >&2; exit 1; }
+  awk '/^requests:/ && ($10 != 0 || $12 != 0 || $14 != 0) { bad = 1 } /^status codes:/ && ($5 + $7 + $9 != 0) { bad = 1 } END { exit bad }' <<<"$out" \
+    || { echo "$name: h2load saw failures:" >&2; grep -E '^(requests|status codes):' <<<"$out" >&2; exit 1; }
+  [ -n "${negotiated[$name]:-}" ] || negotiated[$name]=$(awk '/^TLS Protocol:/ {p = $3} /^Cipher:/ {c = $2} /^Server Temp Key:/ {k = $4} /^Application protocol:/ {a = $3} END { print p, c, k, a }' <<<"$out")
+  requests=$(awk '/^requests:/ {print $8}' <<<"$out")   # succeeded
+  rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+  # Percentiles over every request's time (µs, third column of the log).
+  lat=$(cut -f3 "$work/h2load.log" | sort -n | awk '{ a[NR] = $1; s += $1 } END {
+    printf "%.3f %.3f %.3f %.3f", a[int(NR * 0.50) + 1] / 1000, a[int(NR * 0.99) + 1] / 1000, s / NR / 1000, a[NR] / 1000 }')
+  set -- $lat
+  printf '%s %s %s %s %s %s %s %s\n' "$name" "$rps" "$1" "$2" \
+    "$(cpu_per "$((after - before))" "$requests" 100000)" "$(rss_mib "$pid")" "$3" "$4" >> "$results"
+}
+
+# measure_hs NAME PID PORT: ab over HTTPS without keep-alive: one new connection and one full
+# TLS handshake per request. Extra column: new TCP connections per request (kernel count).
+measure_hs() {
+  local name=$1 pid=$2 port=$3 out before after opens_before opens_after requests rps
+  before=$(cpu_ticks "$pid"); opens_before=$(passive_opens)
+  out=$(ab -q -t "$DURATION" -n "$((DURATION * 20000))" -c "$HANDSHAKE_CONCURRENCY" "https://127.0.0.1:$port/small" 2>&1)
+  [ -z "${DEBUG_WRK:-}" ] || echo "$out" >&2
+  after=$(cpu_ticks "$pid"); opens_after=$(passive_opens)
+  awk '/^Failed requests:/ && $3 != 0 { bad = 1 } /^Non-2xx/ { bad = 1 } END { exit bad }' <<<"$out" \
+    || { echo "$name: ab saw failures:" >&2; grep -E '^(Complete|Failed|Non-2xx)' <<<"$out" >&2; exit 1; }
+  [ -n "${negotiated_hs[$name]:-}" ] || negotiated_hs[$name]=$(awk -F'[:,]' '/^SSL\/TLS Protocol:/ { gsub(/ /, "", $2); print $2, $3 }' <<<"$out")
+  requests=$(awk '/^Complete requests:/ {print $3}' <<<"$out")
+  rps=$(awk '/^Requests per second:/ {print $4}' <<<"$out")
+  printf '%s %s %s %s %s %s %s\n' "$name" "$rps" \
+    "$(awk '$1 == "50%" {print $2}' <<<"$out")" "$(awk '$1 == "99%" {print $2}' <<<"$out")" \
+    "$(cpu_per "$((after - before))" "$requests" 1000)" "$(rss_mib "$pid")" \
+    "$(awk -v o="$((opens_after - opens_before))" -v n="$requests" 'BEGIN { printf "%.2f", o / n }')" >> "$results"
+}
+
 median() {  # column $2 of lines for server $1
   awk -v s="$1" -v c="$2" '$1 == s {print $c}' "$results" | sort -n | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
+# rounds "SERVER..." COMMAND: runs COMMAND SERVER for each server, ROUNDS times, the order
+# reversed every other round so that drift hits all equally.
+rounds() {
+  local servers=$1 cmd=$2 round server order
+  for round in $(seq 1 "$ROUNDS"); do
+    if [ $((round % 2)) -eq 1 ]; then order=$servers; else order=$(tr ' ' '\n' <<<"$servers" | tac | tr '\n' ' '); fi
+    for server in $order; do "$cmd" "$server"; done
+  done
+}
+http_one() {
+  case $1 in
+    headland) measure headland "$hl_pid" "$hl_port" "$path" ;;
+    headland-log) measure headland-log "$hl_log_pid" "$hl_log_port" "$path" ;;
+    nginx) measure nginx "$ngx_pid" "$ngx_port" "$path" ;;
+    nginx-log) measure nginx-log "$ngx_log_pid" "$ngx_log_port" "$path" ;;
+    haproxy) measure haproxy "$hap_pid" "$hap_port" "$path" ;;
+    direct) measure direct "$(cat "$work/upstream.pid")" "$upstream_port" "$path" ;;
+  esac
+}
+h2_one() {
+  case $1 in
+    headland) measure_h2 headland "$hlt_pid" "$hlt_port" ;;
+    nginx) measure_h2 nginx "$ngxt_pid" "$ngxt_port" ;;
+    haproxy) measure_h2 haproxy "$hapt_pid" "$hapt_port" ;;
+  esac
+}
+hs_one() {
+  case $1 in
+    headland) measure_hs headland "$hlt_pid" "$hlt_port" ;;
+    nginx) measure_hs nginx "$ngxt_pid" "$ngxt_port" ;;
+    haproxy) measure_hs haproxy "$hapt_pid" "$hapt_port"
+      # HAProxy's own count over the last second, read before it decays: 0 = no resumption.
+      hap_reuse+=("$(haproxy_info "$work/haproxy-tls.sock" SslFrontendSessionReuse_pct)") ;;
+  esac
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 # idle NAME PID PORT: holds IDLE_CONNECTIONS keep-alive connections open on the server, then
 # prints its RSS before and with them.
@@ -200,38 +384,37 @@ idle() {
 # Idle connections need file descriptors: one per connection in the client and the server.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
+first_workers=$(echo $WORKERS | awk '{print $1}')
+declare -A negotiated=() negotiated_hs=()
+hap_reuse=()
+started_at=$(date +%s)
 wait_port "$upstream_port"
 echo "Headland $("$headland" --version | awk '{print $2}') vs $(nginx -v 2>&1 | sed 's/.*version: //') vs $(haproxy -v | head -1 | awk '{print $1, $3}'), wrk $CONNECTIONS connections, ${DURATION}s x $ROUNDS rounds"
-echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), loopback, no CPU pinning"
+echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), loopback, no CPU pinning (clients, upstream and proxy share the cores)"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for n in $WORKERS; do
   start_proxies "$n"
   for path in /small /64k; do
     results="$work/results-$n-${path#/}"
     : > "$results"
-    for round in $(seq 1 "$ROUNDS"); do
-      # Alternate the order each round.
-      if [ $((round % 2)) -eq 1 ]; then order="headland nginx haproxy direct"; else order="direct haproxy nginx headland"; fi
-      for server in $order; do
-        case $server in
-          headland) measure headland "$hl_pid" "$hl_port" "$path" ;;
-          nginx) measure nginx "$ngx_pid" "$ngx_port" "$path" ;;
-          haproxy) measure haproxy "$hap_pid" "$hap_port" "$path" ;;
-          direct) measure direct "$(cat "$work/upstream.pid")" "$upstream_port" "$path" ;;
-        esac
-      done
-    done
+    servers="headland nginx haproxy direct"
+    if [ "$path" = /small ] && [ ${#log_pids[@]} -gt 0 ]; then servers="headland headland-log nginx nginx-log haproxy direct"; fi
+    rounds "$servers" http_one
     echo
-    echo "== $n worker(s), GET $path ($( [ "$path" = /small ] && echo '20 B' || echo '64 KiB') body), medians"
-    printf '%-9s %12s %9s %9s %15s %9s\n' server "req/s" "p50 ms" "p99 ms" "CPU s/100k req" "RSS MiB"
-    for server in headland nginx haproxy direct; do
-      printf '%-9s %12s %9s %9s %15s %9s\n' "$server" "$(median "$server" 2)" "$(median "$server" 3)" "$(median "$server" 4)" "$(median "$server" 5)" "$(median "$server" 6)"
+    echo "== $n worker(s), HTTP/1.1 keep-alive, GET $path ($( [ "$path" = /small ] && echo '20 B' || echo '64 KiB') body), medians"
+    printf '%-12s %12s %9s %9s %15s %9s\n' server "req/s" "p50 ms" "p99 ms" "CPU s/100k req" "RSS MiB"
+    for server in $servers; do
+      printf '%-12s %12s %9s %9s %15s %9s\n' "$server" "$(median "$server" 2)" "$(median "$server" 3)" "$(median "$server" 4)" "$(median "$server" 5)" "$(median "$server" 6)"
     done
     hl=$(median headland 2); ng=$(median nginx 2); hp=$(median haproxy 2); dr=$(median direct 2)
-    hl_cpu=$(median headland 5); ng_cpu=$(median nginx 5)
-    awk -v h="$hl" -v n="$ng" -v p="$hp" -v d="$dr" -v hc="$hl_cpu" -v nc="$ng_cpu" 'BEGIN {
-      printf "ratios: req/s Headland/nginx %.2f, Headland/HAProxy %.2f, Headland/direct %.2f; CPU per request Headland/nginx %.2f\n", h / n, h / p, h / d, hc / nc }'
+    hl_cpu=$(median headland 5); ng_cpu=$(median nginx 5); hp_cpu=$(median haproxy 5)
+    echo "ratios: req/s Headland/nginx $(ratio "$hl" "$ng"), Headland/HAProxy $(ratio "$hl" "$hp"), Headland/direct $(ratio "$hl" "$dr"); CPU per request Headland/nginx $(ratio "$hl_cpu" "$ng_cpu"), Headland/HAProxy $(ratio "$hl_cpu" "$hp_cpu")"
+    if [ "$path" = /small ] && [ ${#log_pids[@]} -gt 0 ]; then
+      echo "access log on / off: Headland req/s $(ratio "$(median headland-log 2)" "$hl"), CPU per request $(ratio "$(median headland-log 5)" "$hl_cpu"); nginx req/s $(ratio "$(median nginx-log 2)" "$ng"), CPU per request $(ratio "$(median nginx-log 5)" "$ng_cpu")"
+      echo "  (log lines written: Headland $(wc -l < "$work/hl-log/access.log"), nginx $(wc -l < "$work/nginx-access.log"); target: Headland req/s ratio >= 0.90)"
+    fi
   done
-  if [ "$n" = "$(echo $WORKERS | awk '{print $1}')" ] && [ "$IDLE_CONNECTIONS" -gt 0 ]; then
+  if [ "$n" = "$first_workers" ] && [ "$IDLE_CONNECTIONS" -gt 0 ]; then
     echo
     echo "== $n worker(s), $IDLE_CONNECTIONS idle keep-alive client connections, RSS"
     printf '%-9s %14s %20s %16s\n' server "RSS before MiB" "RSS with idle MiB" "KiB per conn"
@@ -241,3 +424,31 @@ for n in $WORKERS; do
   fi
   stop_proxies
 done
+
+if [ "$TLS" = 1 ]; then
+  start_tls_proxies
+  results="$work/results-h2"; : > "$results"
+  rounds "headland nginx haproxy" h2_one
+  echo
+  echo "== $first_workers worker(s), HTTP/2 over TLS (ALPN h2, ECDSA P-256), h2load $H2_CLIENTS connections x $H2_STREAMS streams, GET /small, upstream HTTP/1.1 keep-alive, medians"
+  printf '%-12s %12s %9s %9s %9s %9s %15s %9s\n' server "req/s" "p50 ms" "p99 ms" "mean ms" "max ms" "CPU s/100k req" "RSS MiB"
+  for server in headland nginx haproxy; do
+    printf '%-12s %12s %9s %9s %9s %9s %15s %9s\n' "$server" "$(median "$server" 2)" "$(median "$server" 3)" "$(median "$server" 4)" "$(median "$server" 7)" "$(median "$server" 8)" "$(median "$server" 5)" "$(median "$server" 6)"
+  done
+  echo "ratios: req/s Headland/nginx $(ratio "$(median headland 2)" "$(median nginx 2)"), Headland/HAProxy $(ratio "$(median headland 2)" "$(median haproxy 2)"); CPU per request Headland/nginx $(ratio "$(median headland 5)" "$(median nginx 5)"), Headland/HAProxy $(ratio "$(median headland 5)" "$(median haproxy 5)")"
+  echo "negotiated: headland ${negotiated[headland]}; nginx ${negotiated[nginx]}; haproxy ${negotiated[haproxy]}"
+
+  results="$work/results-hs"; : > "$results"
+  rounds "headland nginx haproxy" hs_one
+  echo
+  echo "== $first_workers worker(s), new TLS connections: ab -c $HANDSHAKE_CONCURRENCY over HTTPS without keep-alive (HTTP/1.0, a full handshake per request), GET /small, medians"
+  printf '%-12s %14s %9s %9s %17s %9s %14s\n' server "handshakes/s" "p50 ms" "p99 ms" "CPU s/1k hshake" "RSS MiB" "TCP conns/req"
+  for server in headland nginx haproxy; do
+    printf '%-12s %14s %9s %9s %17s %9s %14s\n' "$server" "$(median "$server" 2)" "$(median "$server" 3)" "$(median "$server" 4)" "$(median "$server" 5)" "$(median "$server" 6)" "$(median "$server" 7)"
+  done
+  echo "ratios: handshakes/s Headland/nginx $(ratio "$(median headland 2)" "$(median nginx 2)"), Headland/HAProxy $(ratio "$(median headland 2)" "$(median haproxy 2)"); CPU per handshake Headland/nginx $(ratio "$(median headland 5)" "$(median nginx 5)"), Headland/HAProxy $(ratio "$(median headland 5)" "$(median haproxy 5)")"
+  echo "negotiated: headland ${negotiated_hs[headland]}; nginx ${negotiated_hs[nginx]}; haproxy ${negotiated_hs[haproxy]}; HAProxy's SslFrontendSessionReuse_pct (an estimate over the last second) after each of its runs: ${hap_reuse[*]} (about 0: full handshakes; a client resuming sessions, such as wrk, shows about 100)"
+  stop_tls_proxies
+fi
+echo
+echo "total time: $(( $(date +%s) - started_at )) s"
