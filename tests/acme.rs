@@ -262,6 +262,12 @@ async fn issuance_succeeds_when_the_ca_rejects_half_the_nonces() {
     wait_state(&setup.proxy, "valid", Duration::from_secs(90)).await;
     let (_, code) = fetch(setup.https, &setup.root).await.unwrap();
     assert_eq!(code, 200);
+    // Rejected nonces were retried on the spot, not recovered by a failed order's back-off.
+    let metrics = setup.proxy.metrics().await;
+    assert_eq!(
+        metrics.count("headland_acme_orders_total", &[("result", "failed")]),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -434,11 +434,22 @@ async fn ensure_account(
                 terms_of_service_agreed: true,
                 only_return_existing: false,
             };
-            let (account, credentials) = builder()
-                .map_err(acme_error("creating the account"))?
-                .create(&new_account, acme.directory.clone(), None)
-                .await
-                .map_err(acme_error("creating the account"))?;
+            // A rejected nonce is retried like every other step (see `order`).
+            let mut attempt = 1;
+            let (account, credentials) = loop {
+                let created = builder()
+                    .map_err(acme_error("creating the account"))?
+                    .create(&new_account, acme.directory.clone(), None)
+                    .await;
+                match created {
+                    Err(error)
+                        if order::is_bad_nonce(&error) && attempt < order::BAD_NONCE_ATTEMPTS =>
+                    {
+                        attempt += 1;
+                    }
+                    other => break other.map_err(acme_error("creating the account"))?,
+                }
+            };
             let json = serde_json::to_vec(&credentials).map_err(AcmeError::BadAccount)?;
             store::write_atomically(&path, &json)?;
             tracing::info!(directory = %acme.directory, id = account.id(), "ACME account created");

@@ -23,7 +23,7 @@ const POLL: RetryPolicy = RetryPolicy::new()
 /// instant-acme retries a rejected nonce three times; a CA rejecting many nonces (pebble's
 /// `PEBBLE_WFE_NONCEREJECT`, a busy Let's Encrypt) needs more. A bad nonce means the request
 /// was not processed, so repeating it is safe.
-const BAD_NONCE_ATTEMPTS: u32 = 8;
+pub(super) const BAD_NONCE_ATTEMPTS: u32 = 8;
 
 macro_rules! retry_bad_nonce {
     ($step:expr) => {{
@@ -194,7 +194,7 @@ async fn validation_errors(order: &mut Order) -> String {
     }
 }
 
-fn is_bad_nonce(error: &instant_acme::Error) -> bool {
+pub(super) fn is_bad_nonce(error: &instant_acme::Error) -> bool {
     matches!(error, instant_acme::Error::Api(problem)
         if problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
 }
