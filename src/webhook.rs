@@ -95,31 +95,28 @@ impl EventKind {
 impl Event {
     pub fn upstream(kind: EventKind, upstream: &str, server: &str, detail: Option<String>) -> Self {
         Self {
-            event: kind.as_str(),
-            time: crate::access_log::timestamp(SystemTime::now()),
-            node: String::new(),
             upstream: Some(upstream.to_owned()),
             server: Some(server.to_owned()),
-            certificate: None,
-            region: None,
-            detail,
+            ..Self::now(kind, detail)
         }
     }
 
     pub fn certificate(kind: EventKind, name: &str, detail: Option<String>) -> Self {
         Self {
-            event: kind.as_str(),
-            time: crate::access_log::timestamp(SystemTime::now()),
-            node: String::new(),
-            upstream: None,
-            server: None,
             certificate: Some(name.to_owned()),
-            region: None,
-            detail,
+            ..Self::now(kind, detail)
         }
     }
 
     pub fn region(kind: EventKind, region: &str, detail: Option<String>) -> Self {
+        Self {
+            region: Some(region.to_owned()),
+            ..Self::now(kind, detail)
+        }
+    }
+
+    /// `kind` happening now, about nothing in particular yet.
+    fn now(kind: EventKind, detail: Option<String>) -> Self {
         Self {
             event: kind.as_str(),
             time: crate::access_log::timestamp(SystemTime::now()),
@@ -127,7 +124,7 @@ impl Event {
             upstream: None,
             server: None,
             certificate: None,
-            region: Some(region.to_owned()),
+            region: None,
             detail,
         }
     }

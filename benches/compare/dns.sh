@@ -65,14 +65,8 @@ if want headland; then
   [ -x "$headland" ] || { echo "no Headland binary at $headland" >&2; exit 1; }
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=benches/compare/lib.sh
+source benches/compare/lib.sh
 trap 'exit 130' INT TERM
 
 server_cpus="" client_cpus=""

@@ -47,14 +47,8 @@ fi
 [ -x target/release/headland ] || cargo build --release
 headland=$PWD/target/release/headland
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=benches/compare/lib.sh
+source benches/compare/lib.sh
 
 upstream_port=$BASE_PORT
 head -c 65536 /dev/urandom > "$work/64k.bin"

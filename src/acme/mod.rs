@@ -189,6 +189,7 @@ impl BackgroundService for AcmeService {
                             entry.renew_at = Some(SystemTime::now());
                         }
                     }
+                    // Serve what state_dir holds before any round trip to the CA.
                     self.publish(&entries, &snapshot.config);
                     self.work_due(&mut entries, acme, &store, &mut account)
                         .await;
