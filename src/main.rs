@@ -14,6 +14,12 @@ use headland::server::{self, StartOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// mimalloc instead of glibc's malloc: Pingora allocates about 80 times per proxied request,
+/// and glibc's allocator was 14 % of the proxy's CPU in the HTTP/1.1 benchmark
+/// (benches/README.md, "Where the time goes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "headland",

@@ -19,7 +19,9 @@ use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -59,7 +61,7 @@ pub struct RequestCtx {
     route: Option<usize>,
     /// The route's fallback pool took over from its own pool.
     on_fallback_pool: bool,
-    request_id: String,
+    request_id: HeaderValue,
     tried: Tried,
     retries: u32,
     in_flight: Option<InFlight>,
@@ -98,12 +100,7 @@ impl HeadlandProxy {
         ctx.client_ip = ctx
             .peer
             .map(|peer| snapshot.client_ip.resolve(peer, &request.headers));
-        ctx.request_id = forwarded::request_id(
-            request
-                .headers
-                .get(forwarded::X_REQUEST_ID)
-                .map(|v| v.as_bytes()),
-        );
+        ctx.request_id = forwarded::request_id(request.headers.get(forwarded::X_REQUEST_ID));
 
         if request.uri.path() == node_health::PATH {
             let (status, body) = node_health::report(&snapshot, request.uri.query());
@@ -363,6 +360,10 @@ impl HeadlandProxy {
 impl ProxyHttp for HeadlandProxy {
     type CTX = RequestCtx;
 
+    /// Pingora's default adds a disabled response-compression module, built for every request
+    /// (two allocations each); Headland does not compress responses, so it adds none.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             snapshot: self.snapshots.load(),
@@ -374,7 +375,7 @@ impl ProxyHttp for HeadlandProxy {
             original_path: None,
             route: None,
             on_fallback_pool: false,
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             tried: Tried::default(),
             retries: 0,
             in_flight: None,
@@ -512,7 +513,7 @@ impl ProxyHttp for HeadlandProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_response.insert_header(forwarded::X_REQUEST_ID, &ctx.request_id)?;
+        upstream_response.insert_header(forwarded::X_REQUEST_ID, ctx.request_id.clone())?;
         if let Some(info) = &ctx.rate_limit {
             for (name, value) in info.headers() {
                 upstream_response.insert_header(name, value)?;
@@ -599,7 +600,7 @@ impl ProxyHttp for HeadlandProxy {
             route: route.map(|r| r.name.as_str()),
             upstream: pool.map(|p| p.name.as_str()),
             server: ctx.in_flight.as_ref().map(|f| f.server().label.as_str()),
-            request_id: &ctx.request_id,
+            request_id: forwarded::request_id_str(&ctx.request_id),
         });
     }
 }

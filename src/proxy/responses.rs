@@ -2,7 +2,7 @@
 //! id so a user can quote it to the operator.
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
@@ -12,13 +12,13 @@ pub async fn plain(
     session: &mut Session,
     status: u16,
     body: String,
-    request_id: &str,
+    request_id: &HeaderValue,
     extra: &[(&'static str, &str)],
 ) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
     header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    header.insert_header("x-request-id", request_id)?;
+    header.insert_header("x-request-id", request_id.clone())?;
     for (name, value) in extra {
         header.insert_header(*name, *value)?;
     }

@@ -1592,7 +1592,10 @@ where
                 .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
         }
 
-        self.process_request(session, ctx).await
+        // Headland patch: the request's state machine lives in its own allocation, so that
+        // this future, which an idle keep-alive connection keeps while it waits for its next
+        // request, stays small (11 KiB less per idle connection).
+        Box::pin(self.process_request(session, ctx)).await
     }
 
     async fn http_cleanup(&self) {
