@@ -1,6 +1,7 @@
 //! What upstream apps receive: Host preserved, X-Real-IP, X-Forwarded-*, X-Request-Id;
 //! client IP from a CDN header only when the peer is a trusted proxy; bodies streamed both
-//! ways; WebSocket upgrades end to end; one JSON access-log line per request.
+//! ways; pipelined requests answered in order; WebSocket upgrades end to end; one JSON
+//! access-log line per request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -123,6 +124,41 @@ async fn bodies_stream_both_ways() {
     let response = get(proxy.http, "app.example.com", "/big?stream_kib=16384").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.body.len(), 16 * 1024 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_all_answered_in_order() {
+    let proxy = proxy_with_trusted("", "X-Forwarded-For").await;
+    // Four requests in one write: one Headland answers itself (no route), one with a body,
+    // the last closing the connection.
+    let raw = "GET /one HTTP/1.1\r\nHost: app.example.com\r\n\r\n\
+               GET /nowhere HTTP/1.1\r\nHost: unknown.example.org\r\n\r\n\
+               POST /two HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 5\r\n\r\nhello\
+               GET /three HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n";
+    let mut stream = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, raw.as_bytes())
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut bytes);
+    tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .expect("answers within 30 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text}");
+    let position = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle}: {text}"))
+    };
+    let order = [
+        position("\"target\":\"/one\""),
+        position("HTTP/1.1 404"),
+        position("\"target\":\"/two\""),
+        position("\"target\":\"/three\""),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    assert!(text.contains("\"body_bytes\":5"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -386,6 +386,10 @@ impl ProxyHttp for HeadlandProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // RFC 9112 §9.3.2: requests a client pipelines are answered one after the other, in
+        // order, as nginx does. Pingora's default closes the connection after the first answer
+        // and drops the rest, which pipelining clients (apt, for one) then have to retry.
+        session.set_pipelining_enabled(true);
         self.route_request(session, ctx).await
     }
 
