@@ -2,9 +2,8 @@
 //! usual `proxy_set_header` block sets them: X-Real-IP, X-Forwarded-For/Proto/Host and
 //! X-Request-Id. `Host` itself is passed through unchanged.
 
-use std::net::IpAddr;
-
 use std::io::Write;
+use std::net::IpAddr;
 
 use http::HeaderValue;
 use pingora::http::RequestHeader;
