@@ -11,6 +11,7 @@ pub mod demo;
 pub mod dns;
 pub mod host;
 pub mod metrics;
+pub mod path;
 pub mod pid_file;
 pub mod proxy;
 pub mod ratelimit;
