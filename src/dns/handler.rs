@@ -1,13 +1,13 @@
 //! The protocol core: one DNS query in, one response out, independent of sockets.
 //!
-//! `respond` takes wire bytes and applies the same pre-checks hickory-server applies before
-//! it calls a `RequestHandler` (drop what has no header, FORMERR what does not parse, drop
-//! responses), then both paths share `answer` and `finish`, so the server and the tests see
-//! the same rules.
+//! `respond` takes wire bytes and applies the pre-checks hickory-server applies before it
+//! calls a `RequestHandler` (drop responses, drop what has no header, FORMERR what does not
+//! parse), then `answer` and `finish`. The UDP and TCP loops and the tests all call it, so
+//! they see the same rules.
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_proto::ProtoError;
@@ -25,6 +25,9 @@ const PLAIN_UDP_LIMIT: u16 = 512;
 /// Largest UDP response we send and the size we advertise: avoids IP fragmentation
 /// (DNS Flag Day 2020, RFC 9715).
 pub const EDNS_UDP_LIMIT: u16 = 1232;
+/// QR is the top bit of the header's third byte, after the ID (RFC 1035 section 4.1.1).
+const QR_BYTE: usize = 2;
+const QR_BIT: u8 = 0x80;
 
 /// How the query arrived; only UDP responses are size-limited and truncated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +54,7 @@ pub struct QueryOutcome {
 
 /// A response before encoding.
 #[derive(Debug)]
-pub(crate) struct Reply {
+struct Reply {
     pub metadata: Metadata,
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
@@ -62,8 +65,11 @@ pub(crate) struct Reply {
 
 /// Answers one query given as wire bytes.
 ///
-/// Returns `None` (drop) when the packet has no complete header or is itself a response
-/// (answering responses invites reflection loops); hickory-server does the same.
+/// Returns `None` (drop) when the packet has no complete header or is itself a response.
+/// The QR bit is read from the raw header before anything is parsed: a response is never
+/// answered, not even with FORMERR when its body is garbage, since two servers answering
+/// each other's errors would loop, and a spoofed "response" would make us a reflector
+/// (RFC 1035 section 4.1.1 defines QR; RFC 5452 section 9.1 drops unexpected responses).
 pub fn respond(
     view: &DnsView,
     health: &dyn Fn(&str, &str) -> bool,
@@ -76,6 +82,9 @@ pub fn respond(
         rcode: "dropped".into(),
         ..QueryOutcome::default()
     };
+    if is_response(query) {
+        return (None, dropped());
+    }
     let Ok(header) = Header::read(&mut BinDecoder::new(query)) else {
         return (None, dropped());
     };
@@ -87,9 +96,6 @@ pub fn respond(
         Ok(request) => request,
         Err(_) => return (Some(unparseable_formerr(&header)), formerr_outcome()),
     };
-    if request.metadata.message_type == MessageType::Response {
-        return (None, dropped());
-    }
     let reply = answer(view, health, &request, request.as_slice(), src);
     let (reply, bytes) = finish(
         reply,
@@ -99,8 +105,13 @@ pub fn respond(
     (Some(bytes), reply.outcome)
 }
 
+/// True when `packet` has QR set: it is a response, whether or not the rest parses.
+pub fn is_response(packet: &[u8]) -> bool {
+    packet.get(QR_BYTE).is_some_and(|flags| flags & QR_BIT != 0)
+}
+
 /// Decides the response to a parsed query; `raw` is the same query on the wire.
-pub(crate) fn answer(
+fn answer(
     view: &DnsView,
     health: &dyn Fn(&str, &str) -> bool,
     request: &MessageRequest,
@@ -179,7 +190,7 @@ fn response_edns(query: &Edns) -> Edns {
 }
 
 /// The largest response the client can take over `transport`.
-pub(crate) fn payload_limit(query_edns: Option<&Edns>, transport: Transport) -> u16 {
+fn payload_limit(query_edns: Option<&Edns>, transport: Transport) -> u16 {
     match (transport, query_edns) {
         (Transport::Tcp, _) => u16::MAX,
         (Transport::Udp, None) => PLAIN_UDP_LIMIT,
@@ -190,7 +201,7 @@ pub(crate) fn payload_limit(query_edns: Option<&Edns>, transport: Transport) -> 
 /// Encodes `reply` within `limit`. If it does not fit, sends TC with the question and OPT
 /// only: no partial RRsets (RFC 2181 section 9), and the client retries over TCP
 /// (RFC 7766 section 5). Returns the reply as sent, so the server path sends the same.
-pub(crate) fn finish(mut reply: Reply, queries: &Queries, limit: u16) -> (Reply, Vec<u8>) {
+fn finish(mut reply: Reply, queries: &Queries, limit: u16) -> (Reply, Vec<u8>) {
     if let Ok((bytes, false)) = emit(&reply, queries, limit) {
         return (reply, bytes);
     }

@@ -1,9 +1,10 @@
 //! Authoritative GeoDNS: static zones from RFC 1035 files plus names answered with the
-//! nearest healthy region, served over UDP and TCP with hickory-server.
+//! nearest healthy region, served over UDP and TCP (hickory-proto and hickory-server types,
+//! our own socket loops).
 //!
 //! Data flow: `ZoneSpec`/`RegionSpec` (from config) → `DnsView::build` (zones loaded and
 //! checked, one immutable generation) → `handler` (one query → one response, no sockets)
-//! → `server` (hickory-server listeners calling `handler`).
+//! → `server` (our UDP and TCP loops calling `handler`).
 
 pub mod ecs;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod resolve;
 pub mod server;
 pub mod service;
 pub mod spec;
+pub mod tcp;
 pub mod udp;
 pub mod view;
 pub mod zone;

@@ -4,9 +4,8 @@
 //!
 //! Why not hickory-server's UDP path: it spawns a task and allocates per datagram, which
 //! doubled our CPU per query against gdnsd (`benches/compare/dns.sh`); and at these rates
-//! the kernel's per-call cost is most of what is left, hence the batches. `respond` applies
-//! exactly the rules of the hickory `RequestHandler` used for TCP, so both transports answer
-//! alike.
+//! the kernel's per-call cost is most of what is left, hence the batches. The TCP loop calls
+//! the same `respond`, so both transports answer alike.
 //!
 //! The cache maps (client address, query bytes after the ID) to the response sent, for one
 //! second, like PowerDNS's packet cache: resolvers repeat the same questions, and an answer

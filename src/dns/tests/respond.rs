@@ -446,6 +446,15 @@ fn garbage_is_dropped_or_formerr() {
         (0x1234, ResponseCode::FormErr)
     );
     assert_eq!(outcome.rcode, "formerr");
+    // The same cut-short body with QR set: a response, not answered even with FORMERR,
+    // over either transport.
+    let mut garbage_response = bytes;
+    garbage_response[2] |= 0x80;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (reply, outcome) = f.raw(&garbage_response, SRC, transport);
+        assert_eq!(reply, None, "malformed response over {transport:?}: drop");
+        assert_eq!(outcome.rcode, "dropped");
+    }
 }
 
 #[test]

@@ -214,3 +214,55 @@ async fn unparseable_packets_get_formerr() {
         "dropping the shutdown sender stops the server"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_response_gets_no_answer_on_either_transport() {
+    let server = start().await;
+    // QR set, header claims one question, body cut short: does not parse.
+    let garbage = [0x12, 0x34, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'w'];
+    let good = q("static.example.com.", RecordType::A);
+
+    // UDP: the garbage first, then a query from the same socket. One server thread reads
+    // the socket in order, so the first datagram back answers the query, and nothing came
+    // for the garbage.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&garbage, server.udp).await.unwrap();
+    socket.send_to(&good.bytes(), server.udp).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (len, _) = timeout(WAIT, socket.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let m = Message::from_vec(&buf[..len]).unwrap();
+    assert_eq!(m.metadata.id, 0x4242, "the query's answer, not a FORMERR");
+    assert_eq!(addresses(&m), vec!["203.0.113.10"]);
+
+    // TCP: the same on one connection; queries on a connection are answered in order.
+    let mut stream = TcpStream::connect(server.tcp).await.unwrap();
+    for message in [&garbage[..], &good.bytes()] {
+        stream
+            .write_all(&(message.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(message).await.unwrap();
+    }
+    let len = timeout(WAIT, stream.read_u16()).await.unwrap().unwrap();
+    let mut buf = vec![0u8; usize::from(len)];
+    timeout(WAIT, stream.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let m = Message::from_vec(&buf).unwrap();
+    assert_eq!(m.metadata.id, 0x4242, "the query's answer, not a FORMERR");
+
+    let outcomes = server.state.outcomes.lock().unwrap().clone();
+    assert_eq!(
+        outcomes.iter().filter(|o| o.rcode == "dropped").count(),
+        2,
+        "{outcomes:?}"
+    );
+    assert!(!outcomes.iter().any(|o| o.rcode == "formerr"));
+    server.stop.send(true).unwrap();
+    let result = timeout(WAIT, server.task).await.unwrap().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
