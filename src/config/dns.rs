@@ -1,6 +1,7 @@
-//! `[geoip]`, `[regions.NAME]` and `[dns.zones."ZONE"]`: what the embedded authoritative DNS
-//! server answers. Zone files and the GeoIP database are read here, so a broken zone file
-//! is a located config error and a reload with one keeps the previous zones serving.
+//! `[geoip]`, `[regions.NAME]`, `[dns.zones."ZONE"]` and `[dns.rate_limit]` (in
+//! `dns_rrl`): what the embedded authoritative DNS server answers, and how often. Zone
+//! files and the GeoIP database are read here, so a broken zone file is a located config
+//! error and a reload with one keeps the previous zones serving.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use toml::Spanned;
 use super::error::{did_you_mean, ErrorSink};
 use super::raw::{RawConfig, RawGeoName, RawRegion, RawZone};
 use super::{parse_duration, HealthCheck, HttpProbe, Probe, StatusSet};
-use crate::dns::{DnsView, GeoDb, GeoNameSpec, GeoPolicy, RegionSpec, ZoneSpec};
+use crate::dns::{DnsView, GeoDb, GeoNameSpec, GeoPolicy, RegionSpec, RrlSpec, ZoneSpec};
 
 const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
 const DEFAULT_GEO_TTL: u32 = 30;
@@ -33,6 +34,9 @@ pub struct DnsConfig {
     pub geoip: Option<PathBuf>,
     /// Zones loaded and checked, regions resolved: what queries are answered from.
     pub view: Arc<DnsView>,
+    /// `[dns.rate_limit]`: response rate limiting of UDP answers. Default: on, see
+    /// `RrlSpec::default`.
+    pub rate_limit: RrlSpec,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,11 +116,13 @@ pub fn dns(
             Arc::default()
         }
     };
+    let rate_limit = super::dns_rrl::rate_limit(raw.dns.rate_limit.as_ref(), sink);
     DnsConfig {
         regions,
         zones,
         geoip,
         view,
+        rate_limit,
     }
 }
 

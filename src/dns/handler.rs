@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, HeaderCounts, Message, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_proto::ProtoError;
@@ -17,6 +17,7 @@ use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder, Queri
 
 use crate::dns::ecs;
 use crate::dns::resolve::{self, Client};
+use crate::dns::rrl::ResponseKey;
 use crate::dns::view::DnsView;
 use crate::dns::zone::lowercase_fqdn;
 
@@ -52,15 +53,26 @@ pub struct QueryOutcome {
     pub geo: Option<(String, String)>,
 }
 
+/// What `respond` decided for one query.
+#[derive(Debug)]
+pub struct Response {
+    /// The response on the wire, or `None` to send nothing.
+    pub bytes: Option<Vec<u8>>,
+    pub outcome: QueryOutcome,
+    /// Which responses count as this one for response rate limiting (UDP only).
+    pub rate_key: ResponseKey,
+}
+
 /// A response before encoding.
 #[derive(Debug)]
 struct Reply {
-    pub metadata: Metadata,
-    pub answers: Vec<Record>,
-    pub authorities: Vec<Record>,
-    pub additionals: Vec<Record>,
-    pub edns: Option<Edns>,
-    pub outcome: QueryOutcome,
+    metadata: Metadata,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+    additionals: Vec<Record>,
+    edns: Option<Edns>,
+    outcome: QueryOutcome,
+    rate_key: ResponseKey,
 }
 
 /// Answers one query given as wire bytes.
@@ -76,17 +88,21 @@ pub fn respond(
     query: &[u8],
     src: IpAddr,
     transport: Transport,
-) -> (Option<Vec<u8>>, QueryOutcome) {
-    let dropped = || QueryOutcome {
-        qtype: "none".into(),
-        rcode: "dropped".into(),
-        ..QueryOutcome::default()
+) -> Response {
+    let dropped = || Response {
+        bytes: None,
+        outcome: QueryOutcome {
+            qtype: "none".into(),
+            rcode: "dropped".into(),
+            ..QueryOutcome::default()
+        },
+        rate_key: ResponseKey::error(),
     };
     if is_response(query) {
-        return (None, dropped());
+        return dropped();
     }
     let Ok(header) = Header::read(&mut BinDecoder::new(query)) else {
-        return (None, dropped());
+        return dropped();
     };
     let protocol = match transport {
         Transport::Udp => Protocol::Udp,
@@ -94,7 +110,13 @@ pub fn respond(
     };
     let request = match Request::from_bytes(query.to_vec(), SocketAddr::new(src, 0), protocol) {
         Ok(request) => request,
-        Err(_) => return (Some(unparseable_formerr(&header)), formerr_outcome()),
+        Err(_) => {
+            return Response {
+                bytes: Some(unparseable_formerr(&header)),
+                outcome: formerr_outcome(),
+                rate_key: ResponseKey::error(),
+            }
+        }
     };
     let reply = answer(view, health, &request, request.as_slice(), src);
     let (reply, bytes) = finish(
@@ -102,7 +124,11 @@ pub fn respond(
         &request.queries,
         payload_limit(request.edns.as_ref(), transport),
     );
-    (Some(bytes), reply.outcome)
+    Response {
+        bytes: Some(bytes),
+        outcome: reply.outcome,
+        rate_key: reply.rate_key,
+    }
 }
 
 /// True when `packet` has QR set: it is a response, whether or not the rest parses.
@@ -128,6 +154,7 @@ fn answer(
             qtype: qtype_label(request),
             ..QueryOutcome::default()
         },
+        rate_key: ResponseKey::error(),
     };
     if let Err(rcode) = precheck(request) {
         return reply.with_rcode(rcode);
@@ -146,6 +173,7 @@ fn answer(
         healthy: health,
     };
     let resolution = resolve::resolve(view, &qname, query.query_type(), &client);
+    reply.rate_key = ResponseKey::of(&qname, query.query_type(), &resolution);
     if let (Some(edns), Some(subnet)) = (reply.edns.as_mut(), subnet.as_ref()) {
         // Scope 0 unless the answer depends on the client's network (RFC 7871 section 7.2.1).
         edns.options_mut()
@@ -216,6 +244,7 @@ fn finish(mut reply: Reply, queries: &Queries, limit: u16) -> (Reply, Vec<u8>) {
     reply.edns = None;
     reply.metadata.truncation = false;
     reply = reply.with_rcode(ResponseCode::ServFail);
+    reply.rate_key = ResponseKey::error();
     let bytes = header_only(&reply.metadata);
     (reply, bytes)
 }
@@ -238,6 +267,20 @@ fn emit(reply: &Reply, queries: &Queries, limit: u16) -> Result<(Vec<u8>, bool),
         info.truncation
     };
     Ok((bytes, truncated))
+}
+
+/// `response` cut down to its header, question and OPT, with TC set: what a client gets
+/// when response rate limiting lets it "slip" (BIND: truncated, no records). A real
+/// resolver retries over TCP (RFC 7766 section 5); a spoofed victim receives a packet no
+/// larger than the query. The RCODE and the ECS option stay as they were. `None` if
+/// `response` does not parse (it always does: we encoded it).
+pub fn truncated(response: &[u8]) -> Option<Vec<u8>> {
+    let mut message = Message::from_vec(response).ok()?;
+    message.answers.clear();
+    message.authorities.clear();
+    message.additionals.clear();
+    message.metadata.truncation = true;
+    message.to_vec().ok()
 }
 
 /// FORMERR for a packet whose header parsed but whose body did not: header only, as

@@ -7,7 +7,8 @@
 //! any parsing), answer FORMERR (header only, no question, no OPT) to packets that do not
 //! parse (this includes ECS options with an unknown family, a too-long source prefix or too
 //! few address octets, duplicate OPT records, and OPT outside the additional section). The
-//! UDP loop also refuses sources on port 0.
+//! UDP loop also refuses sources on port 0, and rate-limits its responses (`rrl`; TCP
+//! cannot be spoofed, so it never is).
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::dns::error::DnsError;
 use crate::dns::handler::QueryOutcome;
+use crate::dns::rrl::{ResponseRateLimiter, Verdict};
 use crate::dns::tcp::serve_tcp;
 use crate::dns::udp::spawn_udp;
 use crate::dns::view::DnsView;
@@ -30,6 +32,12 @@ pub trait DnsState: Send + Sync + 'static {
     fn region_up(&self, name: &str, region: &str) -> bool;
     /// Called once per answered or dropped query (metrics, logs).
     fn record(&self, outcome: &QueryOutcome);
+    /// The rate limiter for UDP responses, `None` when rate limiting is off. Asked once per
+    /// batch of datagrams, so a reload that changes it applies from the next batch.
+    fn rate_limiter(&self) -> Option<Arc<ResponseRateLimiter>>;
+    /// Called once per UDP response the rate limiter truncated (`Verdict::Slip`) or
+    /// withheld (`Verdict::Drop`); the query was also `record`ed.
+    fn record_limited(&self, verdict: Verdict);
 }
 
 /// Serves DNS on every socket until `shutdown` turns true (or its sender is dropped), then

@@ -103,9 +103,10 @@ async fn serve_connection(
         };
         let view = state.view();
         let health = |name: &str, region: &str| state.region_up(name, region);
-        let (response, outcome) = respond(&view, &health, &query, peer.ip(), Transport::Tcp);
-        state.record(&outcome);
-        let Some(response) = response else {
+        // Never rate limited: a TCP client completed a handshake, so its address is real.
+        let response = respond(&view, &health, &query, peer.ip(), Transport::Tcp);
+        state.record(&response.outcome);
+        let Some(response) = response.bytes else {
             continue;
         };
         let Some(frame) = frame(&response) else {
