@@ -25,6 +25,7 @@ pub const ACME_ORDERS: &str = "headland_acme_orders_total";
 pub const REGION_UP: &str = "headland_region_up";
 pub const DNS_QUERIES: &str = "headland_dns_queries_total";
 pub const DNS_GEO_ANSWERS: &str = "headland_dns_geo_answers_total";
+pub const DNS_RATE_LIMITED: &str = "headland_dns_rate_limited_total";
 
 /// Label value for requests that matched no route or no upstream.
 pub const NONE: &str = "";
@@ -55,6 +56,7 @@ pub struct Metrics {
     pub region_up: IntGaugeVec,
     pub dns_queries: IntCounterVec,
     pub dns_geo_answers: IntCounterVec,
+    pub dns_rate_limited: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -141,6 +143,11 @@ impl Metrics {
             "Answers for geo names, by name and the region given out (\"all\" when every region was down).",
             &["name", "region"],
         )?;
+        let dns_rate_limited = counter(
+            DNS_RATE_LIMITED,
+            "UDP responses held back by DNS response rate limiting, by action: slip (sent truncated, TC=1) or drop (not sent). Their queries also count in headland_dns_queries_total.",
+            &["action"],
+        )?;
         let http_duration = HistogramVec::new(
             HistogramOpts::new(
                 HTTP_DURATION,
@@ -181,6 +188,9 @@ impl Metrics {
         for result in ["delivered", "failed", "dropped"] {
             webhook_deliveries.with_label_values(&[result]);
         }
+        for action in ["slip", "drop"] {
+            dns_rate_limited.with_label_values(&[action]);
+        }
         Ok(Self {
             registry,
             http_requests,
@@ -201,6 +211,7 @@ impl Metrics {
             region_up,
             dns_queries,
             dns_geo_answers,
+            dns_rate_limited,
         })
     }
 

@@ -1,6 +1,7 @@
-//! `[geoip]`, `[regions.NAME]` and `[dns.zones."ZONE"]`: what the embedded authoritative DNS
-//! server answers. Zone files and the GeoIP database are read here, so a broken zone file
-//! is a located config error and a reload with one keeps the previous zones serving.
+//! `[geoip]`, `[regions.NAME]`, `[dns.zones."ZONE"]` and `[dns.rate_limit]` (in
+//! `dns_rrl`): what the embedded authoritative DNS server answers, and how often. Zone
+//! files and the GeoIP database are read here, so a broken zone file is a located config
+//! error and a reload with one keeps the previous zones serving.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,10 +13,17 @@ use toml::Spanned;
 use super::error::{did_you_mean, ErrorSink};
 use super::raw::{RawConfig, RawGeoName, RawRegion, RawZone};
 use super::{parse_duration, HealthCheck, HttpProbe, Probe, StatusSet};
-use crate::dns::{DnsView, GeoDb, GeoNameSpec, GeoPolicy, RegionSpec, ZoneSpec};
+use crate::dns::{DnsView, GeoDb, GeoNameSpec, GeoPolicy, RegionSpec, RrlSpec, ZoneSpec};
 
 const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
 const DEFAULT_GEO_TTL: u32 = 30;
+/// Shortest pause between two probes of a region's health URL: "0s" made the prober a hot
+/// loop (one probe after another, no pause). 100 ms still lets a fast failover or a test
+/// see a verdict within a second.
+const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+/// Shortest time one probe may take: "0s" fails every probe at once and takes the region
+/// out of the answers, and a probe needs a TCP handshake and an HTTP exchange.
+const MIN_HEALTH_TIMEOUT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Default)]
 pub struct DnsConfig {
@@ -26,6 +34,9 @@ pub struct DnsConfig {
     pub geoip: Option<PathBuf>,
     /// Zones loaded and checked, regions resolved: what queries are answered from.
     pub view: Arc<DnsView>,
+    /// `[dns.rate_limit]`: response rate limiting of UDP answers. Default: on, see
+    /// `RrlSpec::default`.
+    pub rate_limit: RrlSpec,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,11 +116,13 @@ pub fn dns(
             Arc::default()
         }
     };
+    let rate_limit = super::dns_rrl::rate_limit(raw.dns.rate_limit.as_ref(), sink);
     DnsConfig {
         regions,
         zones,
         geoip,
         view,
+        rate_limit,
     }
 }
 
@@ -252,30 +265,42 @@ fn region_probe(
         return None;
     };
     let duration = |raw: &Option<Spanned<String>>,
-                    default: Duration,
+                    (default, minimum): (Duration, Duration),
                     key: &str,
-                    sink: &mut ErrorSink<'_>| match raw {
-        Some(value) => parse_duration(value.get_ref()).unwrap_or_else(|_| {
-            sink.at(
-                value.span(),
-                format!(
-                    "region {name}: {key} \"{}\" is not a duration such as \"5s\"",
-                    value.get_ref()
-                ),
-            );
-            default
-        }),
-        None => default,
+                    sink: &mut ErrorSink<'_>| {
+        let Some(value) = raw else { return default };
+        match parse_duration(value.get_ref()) {
+            Ok(d) if d >= minimum => d,
+            Ok(_) => {
+                sink.at(
+                    value.span(),
+                    // Debug prints whole milliseconds and seconds as the file writes
+                    // them ("100ms", "1s").
+                    format!("region {name}: {key} must be at least {minimum:?}"),
+                );
+                default
+            }
+            Err(_) => {
+                sink.at(
+                    value.span(),
+                    format!(
+                        "region {name}: {key} \"{}\" is not a duration such as \"5s\"",
+                        value.get_ref()
+                    ),
+                );
+                default
+            }
+        }
     };
     let interval = duration(
         &region.health_interval,
-        Duration::from_secs(5),
+        (Duration::from_secs(5), MIN_HEALTH_INTERVAL),
         "health_interval",
         sink,
     );
     let timeout = duration(
         &region.health_timeout,
-        Duration::from_secs(2),
+        (Duration::from_secs(2), MIN_HEALTH_TIMEOUT),
         "health_timeout",
         sink,
     );

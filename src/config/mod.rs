@@ -6,6 +6,7 @@
 
 mod acme;
 mod dns;
+mod dns_rrl;
 mod error;
 mod health;
 mod rate_limit;

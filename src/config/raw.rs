@@ -72,6 +72,20 @@ pub struct RawLocation {
 pub struct RawDns {
     #[serde(default)]
     pub zones: BTreeMap<String, Spanned<RawZone>>,
+    pub rate_limit: Option<Spanned<RawDnsRateLimit>>,
+}
+
+/// `[dns.rate_limit]`: response rate limiting of UDP answers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnsRateLimit {
+    pub responses_per_second: Option<Spanned<i64>>,
+    pub window: Option<Spanned<String>>,
+    pub slip: Option<Spanned<i64>>,
+    pub ipv4_prefix: Option<Spanned<i64>>,
+    pub ipv6_prefix: Option<Spanned<i64>>,
+    pub exempt: Option<Vec<Spanned<String>>>,
+    pub table_size: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -255,29 +255,13 @@ fn client_ip(raw: &RawConfig, sink: &mut ErrorSink<'_>) -> ClientIpConfig {
         .client_ip
         .trusted_proxies
         .iter()
-        .filter_map(|cidr| match parse_cidr(cidr.get_ref()) {
-            Some(net) if net.trunc() != net => {
-                sink.at(
-                    cidr.span(),
-                    format!(
-                        "CIDR \"{}\" has host bits set (did you mean \"{}\"?)",
-                        cidr.get_ref(),
-                        net.trunc()
-                    ),
-                );
-                None
-            }
-            Some(net) => Some(net),
-            None => {
-                sink.at(
-                    cidr.span(),
-                    format!(
-                        "invalid CIDR \"{}\" in trusted_proxies (expected e.g. \"173.245.48.0/20\" or \"2400:cb00::/32\")",
-                        cidr.get_ref()
-                    ),
-                );
-                None
-            }
+        .filter_map(|cidr| {
+            network(
+                cidr,
+                "trusted_proxies",
+                "\"173.245.48.0/20\" or \"2400:cb00::/32\"",
+                sink,
+            )
         })
         .collect();
     let header = match &raw.client_ip.header {
@@ -299,6 +283,40 @@ fn client_ip(raw: &RawConfig, sink: &mut ErrorSink<'_>) -> ClientIpConfig {
     ClientIpConfig {
         trusted_proxies,
         header,
+    }
+}
+
+/// A network written as a CIDR (or a bare address, one host) in the list `key`; with host
+/// bits set or unreadable, an error naming `key` and showing `examples`.
+pub(super) fn network(
+    cidr: &Spanned<String>,
+    key: &str,
+    examples: &str,
+    sink: &mut ErrorSink<'_>,
+) -> Option<IpNet> {
+    match parse_cidr(cidr.get_ref()) {
+        Some(net) if net.trunc() != net => {
+            sink.at(
+                cidr.span(),
+                format!(
+                    "CIDR \"{}\" has host bits set (did you mean \"{}\"?)",
+                    cidr.get_ref(),
+                    net.trunc()
+                ),
+            );
+            None
+        }
+        Some(net) => Some(net),
+        None => {
+            sink.at(
+                cidr.span(),
+                format!(
+                    "invalid CIDR \"{}\" in {key} (expected e.g. {examples})",
+                    cidr.get_ref()
+                ),
+            );
+            None
+        }
     }
 }
 

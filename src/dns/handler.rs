@@ -1,13 +1,13 @@
 //! The protocol core: one DNS query in, one response out, independent of sockets.
 //!
-//! `respond` takes wire bytes and applies the same pre-checks hickory-server applies before
-//! it calls a `RequestHandler` (drop what has no header, FORMERR what does not parse, drop
-//! responses), then both paths share `answer` and `finish`, so the server and the tests see
-//! the same rules.
+//! `respond` takes wire bytes and applies the pre-checks hickory-server applies before it
+//! calls a `RequestHandler` (drop responses, drop what has no header, FORMERR what does not
+//! parse), then `answer` and `finish`. The UDP and TCP loops and the tests all call it, so
+//! they see the same rules.
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, HeaderCounts, Message, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_proto::ProtoError;
@@ -17,6 +17,7 @@ use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder, Queri
 
 use crate::dns::ecs;
 use crate::dns::resolve::{self, Client};
+use crate::dns::rrl::ResponseKey;
 use crate::dns::view::DnsView;
 use crate::dns::zone::lowercase_fqdn;
 
@@ -25,6 +26,9 @@ const PLAIN_UDP_LIMIT: u16 = 512;
 /// Largest UDP response we send and the size we advertise: avoids IP fragmentation
 /// (DNS Flag Day 2020, RFC 9715).
 pub const EDNS_UDP_LIMIT: u16 = 1232;
+/// QR is the top bit of the header's third byte, after the ID (RFC 1035 section 4.1.1).
+const QR_BYTE: usize = 2;
+const QR_BIT: u8 = 0x80;
 
 /// How the query arrived; only UDP responses are size-limited and truncated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,35 +53,56 @@ pub struct QueryOutcome {
     pub geo: Option<(String, String)>,
 }
 
+/// What `respond` decided for one query.
+#[derive(Debug)]
+pub struct Response {
+    /// The response on the wire, or `None` to send nothing.
+    pub bytes: Option<Vec<u8>>,
+    pub outcome: QueryOutcome,
+    /// Which responses count as this one for response rate limiting (UDP only).
+    pub rate_key: ResponseKey,
+}
+
 /// A response before encoding.
 #[derive(Debug)]
-pub(crate) struct Reply {
-    pub metadata: Metadata,
-    pub answers: Vec<Record>,
-    pub authorities: Vec<Record>,
-    pub additionals: Vec<Record>,
-    pub edns: Option<Edns>,
-    pub outcome: QueryOutcome,
+struct Reply {
+    metadata: Metadata,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+    additionals: Vec<Record>,
+    edns: Option<Edns>,
+    outcome: QueryOutcome,
+    rate_key: ResponseKey,
 }
 
 /// Answers one query given as wire bytes.
 ///
-/// Returns `None` (drop) when the packet has no complete header or is itself a response
-/// (answering responses invites reflection loops); hickory-server does the same.
+/// Returns `None` (drop) when the packet has no complete header or is itself a response.
+/// The QR bit is read from the raw header before anything is parsed: a response is never
+/// answered, not even with FORMERR when its body is garbage, since two servers answering
+/// each other's errors would loop, and a spoofed "response" would make us a reflector
+/// (RFC 1035 section 4.1.1 defines QR; RFC 5452 section 9.1 drops unexpected responses).
 pub fn respond(
     view: &DnsView,
     health: &dyn Fn(&str, &str) -> bool,
     query: &[u8],
     src: IpAddr,
     transport: Transport,
-) -> (Option<Vec<u8>>, QueryOutcome) {
-    let dropped = || QueryOutcome {
-        qtype: "none".into(),
-        rcode: "dropped".into(),
-        ..QueryOutcome::default()
+) -> Response {
+    let dropped = || Response {
+        bytes: None,
+        outcome: QueryOutcome {
+            qtype: "none".into(),
+            rcode: "dropped".into(),
+            ..QueryOutcome::default()
+        },
+        rate_key: ResponseKey::error(),
     };
+    if is_response(query) {
+        return dropped();
+    }
     let Ok(header) = Header::read(&mut BinDecoder::new(query)) else {
-        return (None, dropped());
+        return dropped();
     };
     let protocol = match transport {
         Transport::Udp => Protocol::Udp,
@@ -85,22 +110,34 @@ pub fn respond(
     };
     let request = match Request::from_bytes(query.to_vec(), SocketAddr::new(src, 0), protocol) {
         Ok(request) => request,
-        Err(_) => return (Some(unparseable_formerr(&header)), formerr_outcome()),
+        Err(_) => {
+            return Response {
+                bytes: Some(unparseable_formerr(&header)),
+                outcome: formerr_outcome(),
+                rate_key: ResponseKey::error(),
+            }
+        }
     };
-    if request.metadata.message_type == MessageType::Response {
-        return (None, dropped());
-    }
     let reply = answer(view, health, &request, request.as_slice(), src);
     let (reply, bytes) = finish(
         reply,
         &request.queries,
         payload_limit(request.edns.as_ref(), transport),
     );
-    (Some(bytes), reply.outcome)
+    Response {
+        bytes: Some(bytes),
+        outcome: reply.outcome,
+        rate_key: reply.rate_key,
+    }
+}
+
+/// True when `packet` has QR set: it is a response, whether or not the rest parses.
+pub fn is_response(packet: &[u8]) -> bool {
+    packet.get(QR_BYTE).is_some_and(|flags| flags & QR_BIT != 0)
 }
 
 /// Decides the response to a parsed query; `raw` is the same query on the wire.
-pub(crate) fn answer(
+fn answer(
     view: &DnsView,
     health: &dyn Fn(&str, &str) -> bool,
     request: &MessageRequest,
@@ -117,6 +154,7 @@ pub(crate) fn answer(
             qtype: qtype_label(request),
             ..QueryOutcome::default()
         },
+        rate_key: ResponseKey::error(),
     };
     if let Err(rcode) = precheck(request) {
         return reply.with_rcode(rcode);
@@ -135,6 +173,7 @@ pub(crate) fn answer(
         healthy: health,
     };
     let resolution = resolve::resolve(view, &qname, query.query_type(), &client);
+    reply.rate_key = ResponseKey::of(&qname, query.query_type(), &resolution);
     if let (Some(edns), Some(subnet)) = (reply.edns.as_mut(), subnet.as_ref()) {
         // Scope 0 unless the answer depends on the client's network (RFC 7871 section 7.2.1).
         edns.options_mut()
@@ -179,7 +218,7 @@ fn response_edns(query: &Edns) -> Edns {
 }
 
 /// The largest response the client can take over `transport`.
-pub(crate) fn payload_limit(query_edns: Option<&Edns>, transport: Transport) -> u16 {
+fn payload_limit(query_edns: Option<&Edns>, transport: Transport) -> u16 {
     match (transport, query_edns) {
         (Transport::Tcp, _) => u16::MAX,
         (Transport::Udp, None) => PLAIN_UDP_LIMIT,
@@ -190,7 +229,7 @@ pub(crate) fn payload_limit(query_edns: Option<&Edns>, transport: Transport) -> 
 /// Encodes `reply` within `limit`. If it does not fit, sends TC with the question and OPT
 /// only: no partial RRsets (RFC 2181 section 9), and the client retries over TCP
 /// (RFC 7766 section 5). Returns the reply as sent, so the server path sends the same.
-pub(crate) fn finish(mut reply: Reply, queries: &Queries, limit: u16) -> (Reply, Vec<u8>) {
+fn finish(mut reply: Reply, queries: &Queries, limit: u16) -> (Reply, Vec<u8>) {
     if let Ok((bytes, false)) = emit(&reply, queries, limit) {
         return (reply, bytes);
     }
@@ -205,6 +244,7 @@ pub(crate) fn finish(mut reply: Reply, queries: &Queries, limit: u16) -> (Reply,
     reply.edns = None;
     reply.metadata.truncation = false;
     reply = reply.with_rcode(ResponseCode::ServFail);
+    reply.rate_key = ResponseKey::error();
     let bytes = header_only(&reply.metadata);
     (reply, bytes)
 }
@@ -227,6 +267,20 @@ fn emit(reply: &Reply, queries: &Queries, limit: u16) -> Result<(Vec<u8>, bool),
         info.truncation
     };
     Ok((bytes, truncated))
+}
+
+/// `response` cut down to its header, question and OPT, with TC set: what a client gets
+/// when response rate limiting lets it "slip" (BIND: truncated, no records). A real
+/// resolver retries over TCP (RFC 7766 section 5); a spoofed victim receives a packet no
+/// larger than the query. The RCODE and the ECS option stay as they were. `None` if
+/// `response` does not parse (it always does: we encoded it).
+pub fn truncated(response: &[u8]) -> Option<Vec<u8>> {
+    let mut message = Message::from_vec(response).ok()?;
+    message.answers.clear();
+    message.authorities.clear();
+    message.additionals.clear();
+    message.metadata.truncation = true;
+    message.to_vec().ok()
 }
 
 /// FORMERR for a packet whose header parsed but whose body did not: header only, as

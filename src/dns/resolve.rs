@@ -43,6 +43,9 @@ pub struct Resolution {
     pub geo: Option<(String, String)>,
     /// ECS scope: the GeoIP prefix when the answer depends on the client's network.
     pub scope: Option<u8>,
+    /// The wildcard owner (`*.parent`) that answered the question's own name (RFC 4592),
+    /// if one did; rate limiting counts such answers as the parent's.
+    pub wildcard: Option<Name>,
 }
 
 /// Answers `qname`/`qtype` (`qname` lowercase, class IN) from `view`.
@@ -103,6 +106,9 @@ fn step(
     // RFC 4592: a name that does not exist is answered from "*.<closest encloser>" if the
     // zone has one, with the records renamed to the query name.
     let wildcard = zone.zone.wildcard_for(name);
+    if hop == 0 {
+        out.wildcard.clone_from(&wildcard);
+    }
     let source = wildcard.as_ref().unwrap_or(name);
     if qtype == RecordType::ANY {
         any_answer(zone, name, source, out);

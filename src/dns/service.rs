@@ -14,9 +14,10 @@ use hickory_proto::rr::Name;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use prometheus::IntCounter;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{serve, DnsState, DnsView, QueryOutcome};
+use super::{serve, DnsState, DnsView, QueryOutcome, ResponseRateLimiter, Verdict};
 use crate::acme::challenge::Dns01Records;
 use crate::metrics::Metrics;
 use crate::proxy::route_table::RouteTarget;
@@ -47,6 +48,13 @@ pub struct HeadlandDns {
     /// The current view with those answers added, rebuilt when either changes. Read
     /// without a lock; two threads that both see it stale both rebuild it, harmlessly.
     with_challenges: ArcSwapOption<ChallengeView>,
+    /// The response rate limiter for the current `[dns.rate_limit]`; kept across reloads
+    /// that leave that section alone, so a reload does not hand every flood fresh credit.
+    /// Rebuilt like `with_challenges` when the section changes.
+    rate_limiter: ArcSwapOption<ResponseRateLimiter>,
+    /// `headland_dns_rate_limited_total{action="slip"}` and `{action="drop"}`.
+    slipped: IntCounter,
+    dropped: IntCounter,
 }
 
 struct ChallengeView {
@@ -108,6 +116,8 @@ impl DnsService {
         metrics: Arc<Metrics>,
         dns01: Dns01Records,
     ) -> Self {
+        let limited = |action: &str| metrics.dns_rate_limited.with_label_values(&[action]);
+        let (slipped, dropped) = (limited("slip"), limited("drop"));
         Self {
             sockets: std::sync::Mutex::new(Some(sockets)),
             state: Arc::new(HeadlandDns {
@@ -116,6 +126,9 @@ impl DnsService {
                 metrics,
                 dns01,
                 with_challenges: ArcSwapOption::empty(),
+                rate_limiter: ArcSwapOption::empty(),
+                slipped,
+                dropped,
             }),
         }
     }
@@ -202,6 +215,32 @@ impl DnsState for HeadlandDns {
                 .dns_geo_answers
                 .with_label_values(&[name.as_str(), region.as_str()])
                 .inc();
+        }
+    }
+
+    fn rate_limiter(&self) -> Option<Arc<ResponseRateLimiter>> {
+        let snapshot = self.snapshots.load();
+        let spec = &snapshot.config.dns.rate_limit;
+        let current = self.rate_limiter.load_full();
+        if current
+            .as_ref()
+            .is_some_and(|limiter| limiter.spec() == spec)
+        {
+            return current;
+        }
+        if current.is_none() && spec.responses_per_second == 0 {
+            return None; // off, and already known to be
+        }
+        let limiter = ResponseRateLimiter::new(spec.clone()).map(Arc::new);
+        self.rate_limiter.store(limiter.clone());
+        limiter
+    }
+
+    fn record_limited(&self, verdict: Verdict) {
+        match verdict {
+            Verdict::Slip => self.slipped.inc(),
+            Verdict::Drop => self.dropped.inc(),
+            Verdict::Send => {}
         }
     }
 }

@@ -4,9 +4,8 @@
 //!
 //! Why not hickory-server's UDP path: it spawns a task and allocates per datagram, which
 //! doubled our CPU per query against gdnsd (`benches/compare/dns.sh`); and at these rates
-//! the kernel's per-call cost is most of what is left, hence the batches. `respond` applies
-//! exactly the rules of the hickory `RequestHandler` used for TCP, so both transports answer
-//! alike.
+//! the kernel's per-call cost is most of what is left, hence the batches. The TCP loop calls
+//! the same `respond`, so both transports answer alike.
 //!
 //! The cache maps (client address, query bytes after the ID) to the response sent, for one
 //! second, like PowerDNS's packet cache: resolvers repeat the same questions, and an answer
@@ -14,8 +13,13 @@
 //! question and its letter case, EDNS and its payload size, the ECS option, and the client
 //! address (geo answers without ECS). A reload empties it at once (a new `DnsView`); a
 //! region's health change shows after at most one more second.
+//!
+//! Response rate limiting (`rrl`) comes after the cache, so answers from the cache count
+//! like any other: each response to send costs one more hash and a short lock. The entry
+//! keeps the response's rate-limit key, and the truncated form sent when a client
+//! "slips", made the first time it is needed.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{self, HashMap};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::{ErrorKind, IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -26,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 
-use super::handler::{respond, QueryOutcome, Transport};
+use super::handler::{respond, truncated, QueryOutcome, Response, Transport};
+use super::rrl::{ResponseKey, ResponseRateLimiter, Verdict};
 use super::server::DnsState;
 use super::view::DnsView;
 
@@ -129,8 +134,9 @@ impl Batch {
 
     fn answer(&mut self, cache: &mut PacketCache, state: &dyn DnsState) {
         self.replies.clear();
-        // One view for the batch: a reload lands between batches.
+        // One view and one limiter for the batch: a reload lands between batches.
         let view = state.view();
+        let limiter = state.rate_limiter();
         for &(index, len, client) in &self.received {
             // hickory-server refuses port 0 too: nothing can be sent back to it.
             if client.port() == 0 {
@@ -139,7 +145,8 @@ impl Batch {
             let Some(query) = self.queries.get(index).and_then(|q| q.get(..len)) else {
                 continue;
             };
-            if let Some(reply) = cache.answer(state, &view, query, client.ip()) {
+            let reply = cache.answer(state, &view, limiter.as_deref(), query, client.ip());
+            if let Some(reply) = reply {
                 self.replies.push((reply.to_vec(), client));
             }
         }
@@ -204,6 +211,9 @@ struct Entry {
     query: Vec<u8>,
     response: Vec<u8>,
     outcome: QueryOutcome,
+    rate_key: ResponseKey,
+    /// `response` truncated, for rate-limited clients; made when first needed.
+    slip: Option<Vec<u8>>,
     expires: Instant,
 }
 
@@ -224,6 +234,7 @@ impl PacketCache {
         &mut self,
         state: &dyn DnsState,
         view: &Arc<DnsView>,
+        limiter: Option<&ResponseRateLimiter>,
         query: &[u8],
         client: IpAddr,
     ) -> Option<&[u8]> {
@@ -231,39 +242,66 @@ impl PacketCache {
             self.entries.clear();
             self.view = Arc::clone(view);
         }
-        let now = Instant::now();
-        let (id, rest) = (query.get(..2)?, query.get(2..)?);
-        let key = self.key(client, rest);
-        let hit = self
-            .entries
-            .get(&key)
-            .filter(|entry| entry.expires > now && entry.client == client && entry.query == rest);
-        if let Some(entry) = hit {
-            state.record(&entry.outcome);
-            self.out.clear();
-            self.out.extend_from_slice(id);
-            self.out.extend_from_slice(entry.response.get(2..)?);
-            return Some(&self.out);
-        }
-        let health = |name: &str, region: &str| state.region_up(name, region);
-        let (response, outcome) = respond(view, &health, query, client, Transport::Udp);
-        state.record(&outcome);
-        let response = response?;
         if self.entries.len() >= CACHE_ENTRIES {
             self.entries.clear();
         }
+        let now = Instant::now();
+        let (id, rest) = (query.get(..2)?, query.get(2..)?);
+        let key = self.key(client, rest);
+        let entry = match self.entries.entry(key) {
+            hash_map::Entry::Occupied(hit)
+                if hit.get().expires > now
+                    && hit.get().client == client
+                    && hit.get().query == rest =>
+            {
+                let entry = hit.into_mut();
+                state.record(&entry.outcome);
+                entry
+            }
+            slot => {
+                let health = |name: &str, region: &str| state.region_up(name, region);
+                let Response {
+                    bytes,
+                    outcome,
+                    rate_key,
+                } = respond(view, &health, query, client, Transport::Udp);
+                state.record(&outcome);
+                let entry = Entry {
+                    client,
+                    query: rest.to_vec(),
+                    response: bytes?,
+                    outcome,
+                    rate_key,
+                    slip: None,
+                    expires: now + CACHE_TTL,
+                };
+                match slot {
+                    hash_map::Entry::Occupied(mut stale) => {
+                        stale.insert(entry);
+                        stale.into_mut()
+                    }
+                    hash_map::Entry::Vacant(free) => free.insert(entry),
+                }
+            }
+        };
+        let verdict = limiter.map_or(Verdict::Send, |l| l.check(client, entry.rate_key, now));
+        let body = match verdict {
+            Verdict::Send => &entry.response,
+            Verdict::Slip => {
+                state.record_limited(verdict);
+                if entry.slip.is_none() {
+                    entry.slip = truncated(&entry.response);
+                }
+                entry.slip.as_ref()?
+            }
+            Verdict::Drop => {
+                state.record_limited(verdict);
+                return None;
+            }
+        };
         self.out.clear();
-        self.out.extend_from_slice(&response);
-        self.entries.insert(
-            key,
-            Entry {
-                client,
-                query: rest.to_vec(),
-                response,
-                outcome,
-                expires: now + CACHE_TTL,
-            },
-        );
+        self.out.extend_from_slice(id);
+        self.out.extend_from_slice(body.get(2..)?);
         Some(&self.out)
     }
 

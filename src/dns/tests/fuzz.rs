@@ -9,6 +9,7 @@ use hickory_proto::rr::RecordType;
 use proptest::prelude::*;
 
 use super::{q, view};
+use crate::dns::handler::truncated;
 use crate::dns::{respond, DnsView, Transport};
 
 fn shared_view() -> &'static DnsView {
@@ -35,9 +36,16 @@ fn seeds() -> Vec<Vec<u8>> {
 fn check(bytes: &[u8], src: IpAddr, tcp: bool) -> Result<(), TestCaseError> {
     let transport = if tcp { Transport::Tcp } else { Transport::Udp };
     let up = |_: &str, region: &str| region != "na";
-    let (reply, outcome) = respond(shared_view(), &up, bytes, src, transport);
-    prop_assert!(!outcome.rcode.is_empty());
-    if let Some(reply) = reply {
+    let response = respond(shared_view(), &up, bytes, src, transport);
+    prop_assert!(!response.outcome.rcode.is_empty());
+    if let Some(reply) = response.bytes {
+        // What a rate-limited UDP client would get instead: parses, same ID, TC, no larger.
+        let slip = truncated(&reply);
+        prop_assert!(slip.is_some(), "no truncated form of {:?}", reply);
+        let slip = slip.unwrap_or_default();
+        prop_assert_eq!(&slip[..2], &bytes[..2]);
+        prop_assert!(slip.len() <= reply.len());
+        prop_assert!(Message::from_vec(&slip).is_ok_and(|m| m.metadata.truncation));
         prop_assert!(reply.len() >= 12);
         prop_assert_eq!(&reply[..2], &bytes[..2], "response keeps the query ID");
         if !tcp {

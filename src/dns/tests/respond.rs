@@ -6,7 +6,8 @@ use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RData, RecordType};
 
 use super::{addresses, ecs_of, q, view, Health, Q};
-use crate::dns::{respond, DnsView, QueryOutcome, Transport};
+use crate::dns::handler::truncated;
+use crate::dns::{respond, DnsView, QueryOutcome, Response, ResponseKey, Transport};
 
 const SRC: &str = "100.100.100.100";
 
@@ -29,6 +30,11 @@ impl Fixture {
         src: &str,
         transport: Transport,
     ) -> (Option<Vec<u8>>, QueryOutcome) {
+        let response = self.response(bytes, src, transport);
+        (response.bytes, response.outcome)
+    }
+
+    fn response(&self, bytes: &[u8], src: &str, transport: Transport) -> Response {
         let up = |_: &str, r: &str| self.health.up(r);
         respond(
             &self.view,
@@ -37,6 +43,11 @@ impl Fixture {
             src.parse::<IpAddr>().unwrap(),
             transport,
         )
+    }
+
+    /// The rate-limit key of the response to `query`.
+    fn rate_key(&self, query: &Q) -> ResponseKey {
+        self.response(&query.bytes(), SRC, Transport::Udp).rate_key
     }
 
     fn ask_from(
@@ -446,6 +457,15 @@ fn garbage_is_dropped_or_formerr() {
         (0x1234, ResponseCode::FormErr)
     );
     assert_eq!(outcome.rcode, "formerr");
+    // The same cut-short body with QR set: a response, not answered even with FORMERR,
+    // over either transport.
+    let mut garbage_response = bytes;
+    garbage_response[2] |= 0x80;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (reply, outcome) = f.raw(&garbage_response, SRC, transport);
+        assert_eq!(reply, None, "malformed response over {transport:?}: drop");
+        assert_eq!(outcome.rcode, "dropped");
+    }
 }
 
 #[test]
@@ -496,5 +516,95 @@ fn wildcards_answer_names_that_do_not_exist() {
         m.metadata.response_code,
         ResponseCode::NXDomain,
         "encloser real.wild has no wildcard"
+    );
+}
+
+#[test]
+fn rate_limit_keys_group_responses_as_bind_does() {
+    let f = Fixture::new();
+    let key = |name: &str, rtype: RecordType| f.rate_key(&q(name, rtype));
+    // Answers: by name and type, in any letter case.
+    assert_eq!(
+        key("static.example.com.", RecordType::A),
+        key("StAtIc.example.COM.", RecordType::A)
+    );
+    assert_ne!(
+        key("static.example.com.", RecordType::A),
+        key("static.example.com.", RecordType::AAAA)
+    );
+    assert_ne!(
+        key("static.example.com.", RecordType::A),
+        key("mail.example.com.", RecordType::A)
+    );
+    // Wildcard answers count as the wildcard's parent: random names are one response.
+    assert_eq!(
+        key("a1.wild.example.com.", RecordType::A),
+        key("b2.c3.wild.example.com.", RecordType::A)
+    );
+    let parent = hickory_proto::rr::Name::from_ascii("wild.example.com.").unwrap();
+    assert_eq!(
+        key("a1.wild.example.com.", RecordType::A),
+        ResponseKey::answer(&parent, RecordType::A)
+    );
+    // NODATA: by name, whatever the type.
+    assert_eq!(
+        key("mail.example.com.", RecordType::TXT),
+        key("mail.example.com.", RecordType::MX)
+    );
+    assert_ne!(
+        key("mail.example.com.", RecordType::TXT),
+        key("mail.example.com.", RecordType::A)
+    );
+    // NXDOMAIN: by zone, so a random-name flood is one response.
+    assert_eq!(
+        key("nope1.example.com.", RecordType::A),
+        key("x.nope2.example.com.", RecordType::AAAA)
+    );
+    assert_ne!(
+        key("nope1.example.com.", RecordType::A),
+        key("nope1.sub.example.com.", RecordType::A)
+    );
+    // Referrals: by delegation point.
+    assert_eq!(
+        key("www.delegated.example.com.", RecordType::A),
+        key("mx.delegated.example.com.", RecordType::MX)
+    );
+    // Errors: all one, REFUSED and NOTIMP alike, and FORMERR from garbage too.
+    let refused = key("example.org.", RecordType::A);
+    assert_eq!(refused, ResponseKey::error());
+    let mut notify = q("example.com.", RecordType::SOA);
+    notify.message.metadata.op_code = OpCode::Notify;
+    assert_eq!(f.rate_key(&notify), refused);
+    let garbage = [0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'w'];
+    assert_eq!(f.response(&garbage, SRC, Transport::Udp).rate_key, refused);
+}
+
+#[test]
+fn a_slip_is_the_response_truncated_to_its_question() {
+    let f = Fixture::new();
+    let query = q("NoPe.example.com.", RecordType::A).ecs("192.0.2.0/24");
+    let (full, _) = f.raw(&query.bytes(), SRC, Transport::Udp);
+    let full = full.unwrap();
+    let slip = truncated(&full).unwrap();
+    assert!(slip.len() < full.len());
+    let m = Message::from_vec(&slip).unwrap();
+    assert_eq!(m.metadata.id, 0x4242);
+    assert!(m.metadata.truncation, "TC set: retry over TCP");
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "RCODE kept"
+    );
+    assert!(m.metadata.authoritative);
+    assert!(m.answers.is_empty() && m.authorities.is_empty() && m.additionals.is_empty());
+    assert_eq!(
+        m.queries[0].name().to_string(),
+        "NoPe.example.com.",
+        "question as asked"
+    );
+    assert_eq!(
+        ecs_of(&m).map(|e| (e.0, e.1)),
+        Some((24, 0)),
+        "OPT and ECS kept (RFC 6891 section 7, RFC 7871)"
     );
 }

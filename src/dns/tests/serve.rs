@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::{addresses, ecs_of, q, view, Health, Q};
-use crate::dns::{serve, DnsState, DnsView, QueryOutcome};
+use crate::dns::{serve, DnsState, DnsView, QueryOutcome, ResponseRateLimiter, RrlSpec, Verdict};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -20,6 +20,9 @@ struct TestState {
     view: Arc<DnsView>,
     health: Health,
     outcomes: Mutex<Vec<QueryOutcome>>,
+    /// Off unless a test sets a spec.
+    limiter: Option<Arc<ResponseRateLimiter>>,
+    limited: Mutex<Vec<Verdict>>,
 }
 
 impl DnsState for TestState {
@@ -32,6 +35,12 @@ impl DnsState for TestState {
     fn record(&self, outcome: &QueryOutcome) {
         self.outcomes.lock().unwrap().push(outcome.clone());
     }
+    fn rate_limiter(&self) -> Option<Arc<ResponseRateLimiter>> {
+        self.limiter.clone()
+    }
+    fn record_limited(&self, verdict: Verdict) {
+        self.limited.lock().unwrap().push(verdict);
+    }
 }
 
 struct Running {
@@ -43,10 +52,17 @@ struct Running {
 }
 
 async fn start() -> Running {
+    start_limited(None).await
+}
+
+/// The server with response rate limiting by `spec` (off with `None`).
+async fn start_limited(spec: Option<RrlSpec>) -> Running {
     let state = Arc::new(TestState {
         view: Arc::new(view()),
         health: Health::default(),
         outcomes: Mutex::new(Vec::new()),
+        limiter: spec.and_then(ResponseRateLimiter::new).map(Arc::new),
+        limited: Mutex::new(Vec::new()),
     });
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -213,4 +229,116 @@ async fn unparseable_packets_get_formerr() {
         result.is_ok(),
         "dropping the shutdown sender stops the server"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_response_gets_no_answer_on_either_transport() {
+    let server = start().await;
+    // QR set, header claims one question, body cut short: does not parse.
+    let garbage = [0x12, 0x34, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'w'];
+    let good = q("static.example.com.", RecordType::A);
+
+    // UDP: the garbage first, then a query from the same socket. One server thread reads
+    // the socket in order, so the first datagram back answers the query, and nothing came
+    // for the garbage.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&garbage, server.udp).await.unwrap();
+    socket.send_to(&good.bytes(), server.udp).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (len, _) = timeout(WAIT, socket.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let m = Message::from_vec(&buf[..len]).unwrap();
+    assert_eq!(m.metadata.id, 0x4242, "the query's answer, not a FORMERR");
+    assert_eq!(addresses(&m), vec!["203.0.113.10"]);
+
+    // TCP: the same on one connection; queries on a connection are answered in order.
+    let mut stream = TcpStream::connect(server.tcp).await.unwrap();
+    for message in [&garbage[..], &good.bytes()] {
+        stream
+            .write_all(&(message.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(message).await.unwrap();
+    }
+    let len = timeout(WAIT, stream.read_u16()).await.unwrap().unwrap();
+    let mut buf = vec![0u8; usize::from(len)];
+    timeout(WAIT, stream.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let m = Message::from_vec(&buf).unwrap();
+    assert_eq!(m.metadata.id, 0x4242, "the query's answer, not a FORMERR");
+
+    let outcomes = server.state.outcomes.lock().unwrap().clone();
+    assert_eq!(
+        outcomes.iter().filter(|o| o.rcode == "dropped").count(),
+        2,
+        "{outcomes:?}"
+    );
+    assert!(!outcomes.iter().any(|o| o.rcode == "formerr"));
+    server.stop.send(true).unwrap();
+    let result = timeout(WAIT, server.task).await.unwrap().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_from_the_packet_cache_are_rate_limited_too() {
+    let rate = 3;
+    let server = start_limited(Some(RrlSpec {
+        responses_per_second: rate,
+        slip: 1, // every limited response truncated: each query gets a reply to count
+        exempt: Vec::new(),
+        ..RrlSpec::default()
+    }))
+    .await;
+    // Queries that differ only in ID: one cache entry, answered from it after the first.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut query = q("static.example.com.", RecordType::A);
+    let started = std::time::Instant::now();
+    for id in 0..20u16 {
+        query.message.metadata.id = id;
+        socket.send_to(&query.bytes(), server.udp).await.unwrap();
+    }
+    let (mut full, mut truncated) = (0, 0);
+    let mut ids = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    for _ in 0..20 {
+        let (len, _) = timeout(WAIT, socket.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = Message::from_vec(&buf[..len]).unwrap();
+        ids.push(m.metadata.id);
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty());
+            truncated += 1;
+        } else {
+            assert_eq!(addresses(&m), vec!["203.0.113.10"]);
+            full += 1;
+        }
+    }
+    // Credit returns at `rate` a second: the bound allows for however long this took.
+    let allowed = rate as usize + (f64::from(rate) * started.elapsed().as_secs_f64()) as usize;
+    assert!(
+        (rate as usize..=allowed).contains(&full),
+        "{full} full answers"
+    );
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..20).collect::<Vec<_>>(),
+        "each reply carries its query's ID"
+    );
+    let limited = server.state.limited.lock().unwrap().clone();
+    assert_eq!(limited, vec![Verdict::Slip; truncated]);
+    assert_eq!(
+        server.state.outcomes.lock().unwrap().len(),
+        20,
+        "all counted"
+    );
+    server.stop.send(true).unwrap();
+    let result = timeout(WAIT, server.task).await.unwrap().unwrap();
+    assert!(result.is_ok(), "{result:?}");
 }
