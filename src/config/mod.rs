@@ -7,6 +7,7 @@
 mod acme;
 mod dns;
 mod error;
+mod field;
 mod health;
 mod rate_limit;
 mod raw;

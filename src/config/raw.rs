@@ -220,7 +220,7 @@ pub struct RawRoute {
     pub strip_prefix: Option<Spanned<bool>>,
     pub upstream: Option<Spanned<String>>,
     pub redirect: Option<Spanned<RawRedirect>>,
-    pub fallback: Option<RawFallback>,
+    pub fallback: Option<Spanned<RawFallback>>,
     pub max_body_size: Option<Spanned<String>>,
     pub rate_limit: Option<Spanned<String>>,
 }

@@ -7,13 +7,13 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use http::HeaderName;
-use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{ErrorSink, LocatedErrors};
+use super::field::{self, Scope};
 use super::raw::{RawConfig, RawListen, RawNode};
 use super::{
-    AccessLogOutput, ClientIpConfig, ClientIpHeader, Config, ListenConfig, NodeConfig, Secret,
+    AccessLogOutput, ClientIpConfig, ClientIpHeader, Config, ListenConfig, NodeConfig,
     UpstreamConfig,
 };
 
@@ -41,10 +41,12 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         Some(output) => match output.get_ref().as_str() {
             "stdout" => AccessLogOutput::Stdout,
             "off" => AccessLogOutput::Off,
-            _ => non_empty_path(output, "access_log output", base_dir, &mut sink)
+            _ => Scope::new("access_log ")
+                .path("output", output, base_dir, &mut sink)
                 .map_or(AccessLogOutput::Off, AccessLogOutput::File),
         },
     };
+
     let upstreams: Vec<UpstreamConfig> = raw
         .upstreams
         .iter()
@@ -76,11 +78,11 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         .acme
         .as_ref()
         .map(|acme| super::acme::acme(acme, &tls, &routes, (&listen, &dns), base_dir, &mut sink));
-    let admin_token = raw
-        .listen
-        .admin_token_file
-        .as_ref()
-        .and_then(|file| read_secret(file, "admin_token_file", base_dir, &mut sink));
+    let admin_token =
+        raw.listen.admin_token_file.as_ref().and_then(|file| {
+            Scope::default().secret("admin_token_file", file, base_dir, &mut sink)
+        });
+
     let webhooks = raw
         .webhooks
         .iter()
@@ -107,16 +109,9 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
 }
 
 fn node(raw: &RawNode, base_dir: &Path, sink: &mut ErrorSink<'_>) -> NodeConfig {
-    let threads = match &raw.threads {
-        Some(threads) => match usize::try_from(*threads.get_ref()) {
-            Ok(n) if (1..=1024).contains(&n) => n,
-            _ => {
-                sink.at(threads.span(), "threads must be between 1 and 1024");
-                1
-            }
-        },
-        None => std::thread::available_parallelism().map_or(1, usize::from),
-    };
+    let scope = Scope::default();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = scope.integer("threads", raw.threads.as_ref(), cpus, &[1..=1024], sink);
     let name = match &raw.name {
         Some(name) => {
             if name.get_ref().trim().is_empty() {
@@ -135,7 +130,9 @@ fn node(raw: &RawNode, base_dir: &Path, sink: &mut ErrorSink<'_>) -> NodeConfig 
             region.get_ref().clone()
         }),
         state_dir: match &raw.state_dir {
-            Some(dir) => non_empty_path(dir, "state_dir", base_dir, sink).unwrap_or_default(),
+            Some(dir) => scope
+                .path("state_dir", dir, base_dir, sink)
+                .unwrap_or_default(),
             None => PathBuf::from(DEFAULT_STATE_DIR),
         },
         threads,
@@ -255,7 +252,7 @@ fn client_ip(raw: &RawConfig, sink: &mut ErrorSink<'_>) -> ClientIpConfig {
         .client_ip
         .trusted_proxies
         .iter()
-        .filter_map(|cidr| match parse_cidr(cidr.get_ref()) {
+        .filter_map(|cidr| match field::cidr(cidr.get_ref()) {
             Some(net) if net.trunc() != net => {
                 sink.at(
                     cidr.span(),
@@ -302,50 +299,12 @@ fn client_ip(raw: &RawConfig, sink: &mut ErrorSink<'_>) -> ClientIpConfig {
     }
 }
 
-/// A CIDR, or a bare address meaning a single host.
-fn parse_cidr(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
-/// Reads a secret from a file, trimmed. Errors name the file and the reason, never the
-/// contents.
-pub(super) fn read_secret(
-    file: &Spanned<String>,
-    key: &str,
-    base_dir: &Path,
-    sink: &mut ErrorSink<'_>,
-) -> Option<Secret> {
-    let path = base_dir.join(file.get_ref());
-    match std::fs::read(&path) {
-        Ok(bytes) if bytes.trim_ascii().is_empty() => {
-            sink.at(
-                file.span(),
-                format!("{key} \"{}\" is empty", file.get_ref()),
-            );
-            None
-        }
-        Ok(bytes) => Some(Secret(bytes.trim_ascii().to_vec())),
-        Err(error) => {
-            sink.at(
-                file.span(),
-                format!("cannot read {key} \"{}\": {error}", file.get_ref()),
-            );
-            None
-        }
-    }
-}
-
+/// `dns.rs` still resolves its paths through this name; it is the shared field parser's.
 pub(super) fn non_empty_path(
     path: &Spanned<String>,
     key: &str,
     base_dir: &Path,
     sink: &mut ErrorSink<'_>,
 ) -> Option<PathBuf> {
-    if path.get_ref().trim().is_empty() {
-        sink.at(path.span(), format!("{key} must not be empty"));
-        return None;
-    }
-    Some(base_dir.join(path.get_ref()))
+    Scope::default().path(key, path, base_dir, sink)
 }
