@@ -231,7 +231,6 @@ impl<T: Quantity> Limits<T> {
         Self { min, max: None }
     }
 
-    #[allow(dead_code)] // first used by the keys of the next commit
     pub const fn between(min: T, max: T) -> Self {
         Self {
             min,

@@ -16,6 +16,9 @@ use crate::host::normalize_host;
 
 /// Plesk's nginx default, so that uploads that worked behind it keep working.
 const DEFAULT_MAX_BODY_SIZE: u64 = 128 << 20;
+/// A placeholder page served while the app is down is an outage, not content: 503 keeps
+/// caches, crawlers and monitors from taking it for the real page.
+const DEFAULT_FALLBACK_STATUS: u16 = 503;
 
 pub(super) fn routes(
     raw: &[Spanned<RawRoute>],
@@ -109,6 +112,9 @@ fn route(
                 raw.max_body_size
                     .as_ref()
                     .map(|s| (s.span(), "max_body_size")),
+                raw.request_buffering
+                    .as_ref()
+                    .map(|s| (s.span(), "request_buffering")),
                 raw.fallback.as_ref().map(|s| (s.span(), "fallback")),
             ];
             for (span, key) in proxy_only.into_iter().flatten() {
@@ -149,6 +155,7 @@ fn route(
             (bytes != 0).then_some(bytes)
         }
     };
+    let request_buffering = raw.request_buffering.as_ref().is_none_or(|b| *b.get_ref());
     let rate_limit = raw.rate_limit.as_ref().and_then(|name| {
         let wanted = name.get_ref();
         let found = rate_limits.iter().position(|l| &l.name == wanted);
@@ -177,6 +184,7 @@ fn route(
         action,
         fallback,
         max_body_size,
+        request_buffering,
         rate_limit,
     })
 }
@@ -256,7 +264,7 @@ fn upstream_index(
     None
 }
 
-/// `fallback = { static_dir = "DIR" }` or `fallback = { upstream = "NAME" }`.
+/// `fallback = { static_dir = "DIR", status = 503 }` or `fallback = { upstream = "NAME" }`.
 fn fallback(
     scope: &Scope,
     raw: &Spanned<RawFallback>,
@@ -266,10 +274,31 @@ fn fallback(
 ) -> Option<Fallback> {
     let fallback = raw.get_ref();
     match (&fallback.static_dir, &fallback.upstream) {
-        (Some(dir), None) => scope
-            .path("fallback static_dir", dir, base_dir, sink)
-            .map(Fallback::StaticDir),
-        (None, Some(name)) => upstream_index(name, upstreams, sink).map(Fallback::Upstream),
+        (Some(dir), None) => {
+            let errors_before = sink.len();
+            let dir = scope.path("fallback static_dir", dir, base_dir, sink);
+            let status = scope.integer(
+                "fallback status",
+                fallback.status.as_ref(),
+                DEFAULT_FALLBACK_STATUS,
+                &[200..=200, 500..=599],
+                sink,
+            );
+            (sink.len() == errors_before)
+                .then_some(dir)
+                .flatten()
+                .map(|dir| Fallback::StaticDir { dir, status })
+        }
+        (None, Some(name)) => {
+            // Another pool answers with its own status.
+            if let Some(status) = &fallback.status {
+                sink.at(
+                    status.span(),
+                    format!("{} needs static_dir", scope.name("fallback status")),
+                );
+            }
+            upstream_index(name, upstreams, sink).map(Fallback::Upstream)
+        }
         (Some(dir), Some(_)) => {
             sink.at(
                 dir.span(),

@@ -14,6 +14,7 @@ use super::{Balance, PassiveHealth, UpstreamConfig, UpstreamTimeouts};
 const DEFAULT_PASSIVE: PassiveHealth = PassiveHealth {
     failures: 5,
     eject: Duration::from_secs(30),
+    on_5xx: false,
 };
 const DEFAULT_TIMEOUTS: UpstreamTimeouts = UpstreamTimeouts {
     connect: Duration::from_secs(3),
@@ -185,6 +186,7 @@ fn passive(
             EJECT_LIMITS,
             sink,
         ),
+        on_5xx: raw.on_5xx.unwrap_or(DEFAULT_PASSIVE.on_5xx),
     }
 }
 

@@ -5,12 +5,13 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use http::HeaderName;
 use toml::Spanned;
 
 use super::error::{ErrorSink, LocatedErrors};
-use super::field::{self, Scope};
+use super::field::{self, Limits, Scope};
 use super::raw::{RawConfig, RawListen, RawNode};
 use super::{
     AccessLogOutput, ClientIpConfig, ClientIpHeader, Config, ListenConfig, NodeConfig,
@@ -20,6 +21,7 @@ use super::{
 const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80);
 const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
 const DEFAULT_STATE_DIR: &str = "/var/lib/headland";
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, LocatedErrors> {
     let mut sink = ErrorSink::new(file, text);
@@ -46,7 +48,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
                 .map_or(AccessLogOutput::Off, AccessLogOutput::File),
         },
     };
-
+    let http = super::http_limits::http(&raw.http, &mut sink);
     let upstreams: Vec<UpstreamConfig> = raw
         .upstreams
         .iter()
@@ -97,6 +99,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         listen,
         client_ip,
         access_log,
+        http,
         upstreams,
         routes,
         webhooks,
@@ -121,6 +124,15 @@ fn node(raw: &RawNode, base_dir: &Path, sink: &mut ErrorSink<'_>) -> NodeConfig 
         }
         None => default_node_name(),
     };
+    // Under a second no request that has started can finish; over an hour a stuck client
+    // holds an upgrade hostage (the old process and its sockets live until it ends).
+    let shutdown_timeout = scope.duration(
+        "shutdown_timeout",
+        raw.shutdown_timeout.as_ref(),
+        DEFAULT_SHUTDOWN_TIMEOUT,
+        Limits::between(Duration::from_secs(1), Duration::from_secs(3600)),
+        sink,
+    );
     NodeConfig {
         name,
         region: raw.region.as_ref().map(|region| {
@@ -137,6 +149,7 @@ fn node(raw: &RawNode, base_dir: &Path, sink: &mut ErrorSink<'_>) -> NodeConfig 
         },
         threads,
         watch_config: raw.watch_config.unwrap_or(false),
+        shutdown_timeout,
     }
 }
 
@@ -307,4 +320,30 @@ pub(super) fn non_empty_path(
     sink: &mut ErrorSink<'_>,
 ) -> Option<PathBuf> {
     Scope::default().path(key, path, base_dir, sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, Fallback, HttpLimits};
+    use super::*;
+
+    #[test]
+    fn new_keys_have_their_documented_defaults() {
+        let text = "[upstreams.app]\nservers = [\"127.0.0.1:5000\"]\npassive = { failures = 2 }\n\n[[routes]]\nhost = \"a.test\"\nupstream = \"app\"\nfallback = { static_dir = \"x\" }\n";
+        let config = parse(text, "t.toml", Path::new("/etc/headland")).unwrap();
+        assert_eq!(config.http, HttpLimits::default());
+        assert_eq!(config.http.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(config.node.shutdown_timeout, Duration::from_secs(60));
+        let passive = config.upstreams[0].passive;
+        assert_eq!((passive.failures, passive.on_5xx), (2, false));
+        let route = &config.routes[0];
+        assert!(route.request_buffering);
+        assert_eq!(
+            route.fallback,
+            Some(Fallback::StaticDir {
+                dir: PathBuf::from("/etc/headland/x"),
+                status: 503
+            })
+        );
+    }
 }
