@@ -14,7 +14,9 @@ pub fn certificates(config: &Config) -> Result<String, String> {
     let Some(admin) = config.listen.admin else {
         return Ok(stored(config));
     };
-    match send(admin, "GET", "/certs", None) {
+    // Peers other than loopback need the token to read /certs (see `admin`).
+    let token = config.admin_token.as_ref().map(|token| token.0.as_slice());
+    match send(admin, "GET", "/certs", token) {
         Ok((200, body)) => {
             let status: Vec<CertStatus> = serde_json::from_str(&body)
                 .map_err(|e| format!("unexpected answer from {admin}: {e}"))?;

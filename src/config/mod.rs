@@ -54,6 +54,11 @@ pub struct Config {
     /// Bearer token for the admin API's mutations (`POST /reload`). Default: none, which
     /// turns mutations off.
     pub admin_token: Option<Secret>,
+    /// `[listen] admin_public`: the operator accepts an admin listener on a non-loopback
+    /// address whose read endpoints (`/metrics`, `/config`, `/certs`) answer any peer
+    /// without the token. Default: false (such a listener needs `admin_token_file`, and
+    /// peers other than loopback must present the token for every endpoint but `/healthz`).
+    pub admin_public: bool,
     pub tls: TlsConfig,
     /// `[acme]`: obtain and renew certificates. Default: none (certificates from files only).
     pub acme: Option<AcmeConfig>,

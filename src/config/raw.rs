@@ -156,6 +156,7 @@ pub struct RawListen {
     pub https: Option<Vec<Spanned<String>>>,
     pub admin: Option<Spanned<String>>,
     pub admin_token_file: Option<Spanned<String>>,
+    pub admin_public: Option<bool>,
     pub h2c: Option<bool>,
     pub dns: Option<Vec<Spanned<String>>>,
 }

@@ -84,7 +84,8 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         raw.listen.admin_token_file.as_ref().and_then(|file| {
             Scope::default().secret("admin_token_file", file, base_dir, &mut sink)
         });
-
+    let admin_public = raw.listen.admin_public.unwrap_or(false);
+    check_admin_exposure(&raw.listen, listen.admin, admin_public, &mut sink);
     let webhooks = raw
         .webhooks
         .iter()
@@ -105,6 +106,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         webhooks,
         rate_limits,
         admin_token,
+        admin_public,
         tls,
         acme,
         dns,
@@ -312,6 +314,32 @@ fn client_ip(raw: &RawConfig, sink: &mut ErrorSink<'_>) -> ClientIpConfig {
     }
 }
 
+/// An admin listener that other hosts can reach must not serve `/metrics`, `/config` and
+/// `/certs` to anyone: it needs the token (which remote peers must then present), or the
+/// operator's explicit `admin_public = true` (a container whose port is published only to
+/// the host, a management network behind a firewall).
+fn check_admin_exposure(
+    raw: &RawListen,
+    admin: Option<SocketAddr>,
+    admin_public: bool,
+    sink: &mut ErrorSink<'_>,
+) {
+    let (Some(addr), Some(raw_addr)) = (admin, &raw.admin) else {
+        return;
+    };
+    // `::ffff:127.0.0.1` is loopback too.
+    let loopback = addr.ip().to_canonical().is_loopback();
+    if loopback || admin_public || raw.admin_token_file.is_some() {
+        return;
+    }
+    sink.at(
+        raw_addr.span(),
+        format!(
+            "admin address {addr} is not loopback and there is no admin_token_file: /metrics, /config and /certs would be open to the network (set admin_token_file, or admin_public = true if the network is yours)"
+        ),
+    );
+}
+
 /// `dns.rs` still resolves its paths through this name; it is the shared field parser's.
 pub(super) fn non_empty_path(
     path: &Spanned<String>,
@@ -327,6 +355,13 @@ mod tests {
     use super::super::{parse, Fallback, HttpLimits};
     use super::*;
 
+    fn errors(text: &str) -> String {
+        parse(text, "t.toml", Path::new("/"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
     #[test]
     fn new_keys_have_their_documented_defaults() {
         let text = "[upstreams.app]\nservers = [\"127.0.0.1:5000\"]\npassive = { failures = 2 }\n\n[[routes]]\nhost = \"a.test\"\nupstream = \"app\"\nfallback = { static_dir = \"x\" }\n";
@@ -334,6 +369,7 @@ mod tests {
         assert_eq!(config.http, HttpLimits::default());
         assert_eq!(config.http.keepalive_timeout, Duration::from_secs(75));
         assert_eq!(config.node.shutdown_timeout, Duration::from_secs(60));
+        assert!(!config.admin_public);
         let passive = config.upstreams[0].passive;
         assert_eq!((passive.failures, passive.on_5xx), (2, false));
         let route = &config.routes[0];
@@ -345,5 +381,39 @@ mod tests {
                 status: 503
             })
         );
+    }
+
+    #[test]
+    fn an_admin_listener_others_can_reach_needs_a_token_or_an_opt_in() {
+        let listen = |extra: &str| format!("[listen]\nhttp = [\"127.0.0.1:80\"]\n{extra}\n");
+        for loopback in [
+            "127.0.0.1:9180",
+            "[::1]:9180",
+            "[::ffff:127.0.0.1]:9180",
+            "off",
+        ] {
+            let text = listen(&format!("admin = \"{loopback}\""));
+            assert_eq!(errors(&text), "", "{loopback}");
+        }
+        for reachable in ["0.0.0.0:9180", "[::]:9180", "192.0.2.1:9180"] {
+            let text = listen(&format!("admin = \"{reachable}\""));
+            let message = errors(&text);
+            assert!(
+                message.starts_with("t.toml:3:9: admin address")
+                    && message.contains("no admin_token_file"),
+                "{reachable}: {message}"
+            );
+            let opted_in = listen(&format!("admin = \"{reachable}\"\nadmin_public = true"));
+            let config = parse(&opted_in, "t.toml", Path::new("/")).unwrap();
+            assert!(config.admin_public);
+        }
+        // A token file that cannot be read is reported once, as unreadable.
+        let text = listen("admin = \"0.0.0.0:9180\"\nadmin_token_file = \"/nonexistent/token\"");
+        let message = errors(&text);
+        assert!(
+            message.contains("cannot read admin_token_file"),
+            "{message}"
+        );
+        assert!(!message.contains("not loopback"), "{message}");
     }
 }
