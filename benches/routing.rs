@@ -23,6 +23,7 @@ fn routes(n: usize) -> Vec<RouteConfig> {
         action: action.clone(),
         fallback: None,
         max_body_size: None,
+        request_buffering: true,
         rate_limit: None,
     };
     let mut routes = Vec::with_capacity(n);

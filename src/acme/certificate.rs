@@ -47,10 +47,12 @@ impl CertificateFacts {
             .next()
             .and_then(|cn| cn.as_str().ok().map(str::to_owned))
             .unwrap_or_else(|| cert.issuer().to_string());
+        let validity_time =
+            |at: i64| system_time(at).ok_or_else(|| format!("validity time {at} is out of range"));
         Ok(Self {
             names,
-            not_before: system_time(validity.not_before.timestamp()),
-            not_after: system_time(validity.not_after.timestamp()),
+            not_before: validity_time(validity.not_before.timestamp())?,
+            not_after: validity_time(validity.not_after.timestamp())?,
             issuer,
             serial: cert.raw_serial_as_string().replace(':', ""),
             ari_id: CertificateIdentifier::try_from(der)
@@ -71,9 +73,31 @@ impl CertificateFacts {
     }
 }
 
-fn system_time(unix_seconds: i64) -> SystemTime {
-    match u64::try_from(unix_seconds) {
-        Ok(seconds) => UNIX_EPOCH + Duration::from_secs(seconds),
-        Err(_) => UNIX_EPOCH,
+/// `None` when the platform's clock cannot represent the time: the certificate (from the CA
+/// or from `state_dir`) is then refused as unusable rather than panicking the renewal task.
+fn system_time(unix_seconds: i64) -> Option<SystemTime> {
+    let magnitude = Duration::from_secs(unix_seconds.unsigned_abs());
+    if unix_seconds >= 0 {
+        UNIX_EPOCH.checked_add(magnitude)
+    } else {
+        UNIX_EPOCH.checked_sub(magnitude)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_times_are_converted_without_overflow() {
+        assert_eq!(system_time(0), Some(UNIX_EPOCH));
+        assert_eq!(system_time(60), Some(UNIX_EPOCH + Duration::from_secs(60)));
+        assert_eq!(
+            system_time(-60),
+            UNIX_EPOCH.checked_sub(Duration::from_secs(60))
+        );
+        // Representable or not depends on the platform; it must never panic.
+        let _ = system_time(i64::MAX);
+        let _ = system_time(i64::MIN);
     }
 }

@@ -10,6 +10,7 @@
 mod account;
 mod certificate;
 pub mod challenge;
+mod failures;
 mod order;
 pub mod report;
 mod schedule;
@@ -34,6 +35,7 @@ use crate::tls::CertIndex;
 use crate::webhook::{Event, EventKind, Webhooks};
 pub use certificate::CertificateFacts;
 use challenge::{Dns01Records, Http01Tokens};
+use failures::Failures;
 use store::{CertStore, StoredCertificate};
 
 #[derive(Debug, thiserror::Error)]
@@ -109,15 +111,6 @@ struct Entry {
     renew_at: Option<SystemTime>,
     next_ari_check: SystemTime,
     pending: bool,
-}
-
-/// Consecutive failures for a certificate, kept on disk so a restart keeps backing off.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Failures {
-    count: u32,
-    /// Unix seconds; no attempt before this.
-    not_before: u64,
-    last_error: Option<String>,
 }
 
 // === impl AcmeError ===
@@ -313,7 +306,8 @@ impl AcmeService {
         entry.pending = false;
         entry.failures.count += 1;
         let wait = schedule::backoff(entry.failures.count, retry_after(error));
-        entry.failures.not_before = unix(SystemTime::now() + wait);
+        let now = SystemTime::now();
+        entry.failures.not_before = unix(now.checked_add(wait).unwrap_or(now));
         entry.failures.last_error = Some(error.to_string());
         tracing::warn!(certificate = primary, %error, failures = entry.failures.count, retry_in_seconds = wait.as_secs(), "certificate order failed");
         self.metrics
@@ -415,11 +409,18 @@ async fn check_renewal_info(entry: &mut Entry, account: &Account, now: SystemTim
     match account.renewal_info(&id).await {
         Ok((info, retry_after)) => {
             let window = &info.suggested_window;
-            entry.renew_at = Some(schedule::renew_in_window(
-                window.start.into(),
-                window.end.into(),
-                now,
-            ));
+            let (start, end): (SystemTime, SystemTime) = (window.start.into(), window.end.into());
+            // A window that ends after the certificate does would let it lapse: keep the
+            // third-of-lifetime time rather than follow it.
+            let lapses = entry
+                .current
+                .as_ref()
+                .is_some_and(|c| end > c.facts.not_after);
+            if lapses {
+                tracing::warn!("the CA's renewal window ends after the certificate expires; renewing at a third of the lifetime");
+            } else {
+                entry.renew_at = Some(schedule::renew_in_window(start, end, now));
+            }
             // The CA's Retry-After says when to ask again; never more often than hourly.
             let again = retry_after.clamp(Duration::from_secs(3600), schedule::ARI_CHECK_INTERVAL);
             entry.next_ari_check = now + again;
@@ -473,10 +474,7 @@ impl Entry {
                 None
             }
         };
-        let failures = std::fs::read(store.failures_path(primary))
-            .ok()
-            .and_then(|json| serde_json::from_slice(&json).ok())
-            .unwrap_or_default();
+        let failures = Failures::load(primary, store, SystemTime::now());
         Self {
             names: names.to_vec(),
             renew_at: current
@@ -495,7 +493,8 @@ impl Entry {
 
     /// When the task must next look at this certificate.
     fn next_action(&self) -> SystemTime {
-        let after_backoff = UNIX_EPOCH + Duration::from_secs(self.failures.not_before);
+        // `Failures::load` refused times out of range; should one appear, no back-off.
+        let after_backoff = self.failures.not_before_time().unwrap_or(UNIX_EPOCH);
         let wanted = match (&self.current, self.renew_at) {
             (Some(_), Some(renew_at)) => renew_at.min(self.next_ari_check),
             _ => UNIX_EPOCH,
@@ -549,5 +548,28 @@ impl CertStatus {
             last_error: None,
             failures: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_out_of_range_back_off_in_memory_does_not_panic() {
+        let entry = Entry {
+            names: vec![],
+            current: None,
+            failures: Failures {
+                count: 1,
+                not_before: u64::MAX,
+                last_error: None,
+            },
+            renew_at: None,
+            next_ari_check: SystemTime::now(),
+            pending: false,
+        };
+        assert_eq!(entry.next_action(), UNIX_EPOCH);
+        let _ = entry.status();
     }
 }

@@ -2,7 +2,6 @@
 //! admin API; when the instance is not reachable, what `state_dir` holds.
 
 use std::fmt::Write;
-use std::time::{Duration, UNIX_EPOCH};
 
 use super::store::parse_bundle;
 use super::CertStatus;
@@ -14,7 +13,9 @@ pub fn certificates(config: &Config) -> Result<String, String> {
     let Some(admin) = config.listen.admin else {
         return Ok(stored(config));
     };
-    match send(admin, "GET", "/certs", None) {
+    // Peers other than loopback need the token to read /certs (see `admin`).
+    let token = config.admin_token.as_ref().map(|token| token.0.as_slice());
+    match send(admin, "GET", "/certs", token) {
         Ok((200, body)) => {
             let status: Vec<CertStatus> = serde_json::from_str(&body)
                 .map_err(|e| format!("unexpected answer from {admin}: {e}"))?;
@@ -99,9 +100,30 @@ fn stored(config: &Config) -> String {
     table(&status)
 }
 
+/// The running instance's answer is data from outside this process: a time beyond what a
+/// calendar date can hold shows as "invalid" instead of overflowing.
 fn time(unix: Option<u64>) -> String {
-    unix.map_or_else(
-        || "-".to_owned(),
-        |secs| crate::access_log::timestamp(UNIX_EPOCH + Duration::from_secs(secs)),
-    )
+    let Some(secs) = unix else {
+        return "-".to_owned();
+    };
+    i64::try_from(secs)
+        .ok()
+        .and_then(|secs| chrono::DateTime::<chrono::Utc>::from_timestamp(secs, 0))
+        .map_or_else(
+            || "invalid".to_owned(),
+            |at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_out_of_range_show_as_invalid() {
+        assert_eq!(time(None), "-");
+        assert_eq!(time(Some(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time(Some(u64::MAX)), "invalid");
+        assert_eq!(time(Some(i64::MAX as u64)), "invalid");
+    }
 }

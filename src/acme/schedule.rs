@@ -17,24 +17,33 @@ pub const BACKOFF: [Duration; 4] = [
     Duration::from_secs(86_400),
 ];
 
+/// The longest wait a failure can cause, whatever the CA's `Retry-After` says. Let's
+/// Encrypt's longest rate-limit window is a week; a longer value is more likely broken than
+/// advice, and a failures file that asks for more was not written by us (see `Failures`).
+pub const MAX_WAIT: Duration = Duration::from_secs(7 * 86_400);
+
 /// How often renewal information is asked for: RFC 9773 §4.3.2 wants at least daily; the
 /// issue asks for twice a day.
 pub const ARI_CHECK_INTERVAL: Duration = Duration::from_secs(12 * 3600);
 
 /// The wait after `failures` consecutive failures (1 or more), never shorter than the CA's
-/// `Retry-After`.
+/// `Retry-After` up to `MAX_WAIT`.
 pub fn backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
     let step = usize::try_from(failures.saturating_sub(1))
         .unwrap_or(usize::MAX)
         .min(BACKOFF.len() - 1);
     let wait = BACKOFF[step];
-    retry_after.map_or(wait, |after| after.max(wait))
+    retry_after.map_or(wait, |after| after.min(MAX_WAIT).max(wait))
 }
 
 /// Without renewal information: renew when a third of the lifetime is left (Let's Encrypt's
 /// advice; lifetimes are shrinking, so this is never a fixed number of days).
 pub fn renew_at_third_left(facts: &CertificateFacts) -> SystemTime {
-    facts.not_after - facts.lifetime() / 3
+    // Never below not_before, so never out of range; checked all the same.
+    facts
+        .not_after
+        .checked_sub(facts.lifetime() / 3)
+        .unwrap_or(facts.not_before)
 }
 
 /// A uniformly random moment in the CA's suggested window (RFC 9773 §4.2), spreading
@@ -45,7 +54,10 @@ pub fn renew_in_window(start: SystemTime, end: SystemTime, now: SystemTime) -> S
         return start;
     };
     let offset = rand::rng().random_range(0..=width.as_millis().min(u128::from(u64::MAX)) as u64);
-    start + Duration::from_millis(offset)
+    // At most `end`, which is a valid time.
+    start
+        .checked_add(Duration::from_millis(offset))
+        .unwrap_or(end)
 }
 
 #[cfg(test)]
@@ -63,6 +75,7 @@ mod tests {
         assert_eq!(backoff(40, None), minutes(1440));
         assert_eq!(backoff(1, Some(minutes(30))), minutes(30));
         assert_eq!(backoff(3, Some(minutes(30))), minutes(100));
+        assert_eq!(backoff(1, Some(Duration::MAX)), MAX_WAIT);
     }
 
     #[test]

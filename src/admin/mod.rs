@@ -8,6 +8,11 @@
 //! | `POST /reload` | reload now; needs `Authorization: Bearer <token>` |
 //! | `GET /certs` | every certificate: names, source, state, issuer, expiry, next renewal, last error (JSON) |
 //! | `POST /certs/renew?name=NAME` | renew that ACME certificate now (back-off permitting); needs the token |
+//!
+//! Peers other than loopback must present the token for every endpoint but `/healthz`,
+//! unless the operator set `[listen] admin_public = true`: metrics, configuration status and
+//! certificate state are not for the whole network. The token goes in
+//! `Authorization: Bearer <token>`, the scheme name in any letter case (RFC 7235 §2.1).
 
 pub mod client;
 
@@ -92,18 +97,36 @@ impl AdminApp {
                 &json!({ "error": "mutations over the admin API are off: set [listen] admin_token_file" }),
             ));
         };
-        let presented = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-        if !presented.is_some_and(|token| constant_time_eq(token, &expected.0)) {
+        if !presents_token(session, &expected.0) {
             return Some(json_answer(
                 401,
                 &json!({ "error": "missing or wrong admin token" }),
             ));
         }
         None
+    }
+
+    /// `None` when the peer may read metrics, configuration status and certificates: a
+    /// loopback peer, any peer with `admin_public`, else a peer presenting the token.
+    fn refuse_remote_read(&self, session: &ServerSession) -> Option<Answer> {
+        let loopback = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .is_some_and(|addr| addr.ip().to_canonical().is_loopback());
+        let snapshot = self.snapshots.load();
+        let config = &snapshot.config;
+        let allowed = loopback
+            || config.admin_public
+            || config
+                .admin_token
+                .as_ref()
+                .is_some_and(|token| presents_token(session, &token.0));
+        (!allowed).then(|| {
+            json_answer(
+                401,
+                &json!({ "error": "the admin API answers other hosts only with the admin token (Authorization: Bearer), or with [listen] admin_public = true" }),
+            )
+        })
     }
 
     fn renew(&self, session: &ServerSession) -> Answer {
@@ -156,17 +179,21 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_owned();
         let (status, content_type, body) = match (method, path.as_str()) {
             (Method::GET, "/healthz") => (200, TEXT, b"ok\n".to_vec()),
-            (Method::GET, "/metrics") => {
+            (Method::GET, "/metrics") => self.refuse_remote_read(session).unwrap_or_else(|| {
                 self.refresh_state_gauges();
                 (
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",
                     self.metrics.render(),
                 )
-            }
-            (Method::GET, "/config") => self.config_status(),
+            }),
+            (Method::GET, "/config") => self
+                .refuse_remote_read(session)
+                .unwrap_or_else(|| self.config_status()),
             (Method::POST, "/reload") => self.reload(session).await,
-            (Method::GET, "/certs") => json_answer(200, &self.acme.status()),
+            (Method::GET, "/certs") => self
+                .refuse_remote_read(session)
+                .unwrap_or_else(|| json_answer(200, &self.acme.status())),
             (Method::POST, "/certs/renew") => self.renew(session),
             (_, "/healthz" | "/metrics" | "/config" | "/reload" | "/certs" | "/certs/renew") => {
                 (405, TEXT, b"405 Method Not Allowed\n".to_vec())
@@ -183,6 +210,13 @@ impl ServeHttp for AdminApp {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static(content_type),
         );
+        if status == 401 {
+            // RFC 7235 §3.1: a 401 names the scheme that would be accepted.
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"headland admin\""),
+            );
+        }
         response
     }
 }
@@ -193,7 +227,61 @@ fn json_answer(status: u16, value: &impl serde::Serialize) -> Answer {
     (status, JSON, body)
 }
 
-/// Compares without an early exit, so response timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether the request's `Authorization` header carries `expected` as a bearer token.
+fn presents_token(session: &ServerSession, expected: &[u8]) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| bearer_token(value.as_bytes()))
+        .is_some_and(|token| tokens_match(token, expected))
+}
+
+/// The token of `Bearer <token>`. The scheme name is case-insensitive (RFC 7235 §2.1), so
+/// `bearer` and `BEARER` count too; one or more spaces separate it from the token.
+fn bearer_token(header: &[u8]) -> Option<&[u8]> {
+    let space = header.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = header.split_at(space);
+    let token = rest.trim_ascii();
+    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Compares SHA-256 digests without an early exit, so response timing reveals neither the
+/// token nor its length.
+fn tokens_match(presented: &[u8], expected: &[u8]) -> bool {
+    let digest = |bytes: &[u8]| ring::digest::digest(&ring::digest::SHA256, bytes);
+    let (presented, expected) = (digest(presented), digest(expected));
+    presented
+        .as_ref()
+        .iter()
+        .zip(expected.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_name_is_case_insensitive() {
+        for header in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR  t0k "] {
+            assert_eq!(
+                bearer_token(header.as_bytes()),
+                Some(&b"t0k"[..]),
+                "{header}"
+            );
+        }
+        for header in ["Basic t0k", "Bearert0k", "Bearer", "Bearer  ", "t0k", ""] {
+            assert_eq!(bearer_token(header.as_bytes()), None, "{header}");
+        }
+    }
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(tokens_match(b"secret", b"secret"));
+        assert!(!tokens_match(b"secret", b"secreT"));
+        assert!(!tokens_match(b"secret", b"secret2"));
+        assert!(!tokens_match(b"", b"secret"));
+    }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::error::ErrorSink;
+use super::field::Scope;
 use super::raw::RawAcme;
 use super::{DnsConfig, HostPattern, ListenConfig, RouteConfig, TlsConfig};
 
@@ -75,25 +76,21 @@ pub fn acme(
             valid.then(|| text.clone())
         })
         .collect();
-    let challenge = match acme
-        .challenge
-        .as_ref()
-        .map(|c| (c.get_ref().as_str(), c.span()))
-    {
-        None | Some(("http-01", _)) => AcmeChallenge::Http01,
-        Some(("dns-01", _)) => AcmeChallenge::Dns01,
-        Some((other, span)) => {
-            sink.at(
-                span,
-                format!("acme challenge \"{other}\" must be \"http-01\" or \"dns-01\""),
-            );
-            AcmeChallenge::Http01
-        }
-    };
+    let scope = Scope::new("acme ");
+    let challenge = scope.choice(
+        "challenge",
+        acme.challenge.as_ref(),
+        AcmeChallenge::Http01,
+        &[
+            ("http-01", AcmeChallenge::Http01),
+            ("dns-01", AcmeChallenge::Dns01),
+        ],
+        sink,
+    );
     let ca_root = acme
         .ca_root
         .as_ref()
-        .and_then(|path| super::validate::non_empty_path(path, "acme ca_root", base_dir, sink));
+        .and_then(|path| scope.path("ca_root", path, base_dir, sink));
     if let (Some(path), Some(raw_path)) = (&ca_root, &acme.ca_root) {
         if let Err(error) = std::fs::metadata(path) {
             sink.at(

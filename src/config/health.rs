@@ -7,15 +7,16 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::ErrorSink;
+use super::field::{Limits, Scope};
 use super::raw::RawHealth;
-use super::units::parse_duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub probe: Probe,
-    /// Between two checks of one server (each check is jittered by up to 10 %). Default: 5s.
+    /// Between two checks of one server (each check is jittered by up to 10 %); at least
+    /// 10ms. Default: 5s.
     pub interval: Duration,
-    /// For one check, connect included. Default: 2s.
+    /// For one check, connect included; at least 10ms. Default: 2s.
     pub timeout: Duration,
     /// Consecutive successes that bring a down server back. Default: 2.
     pub rise: u32,
@@ -23,6 +24,12 @@ pub struct HealthCheck {
     pub fall: u32,
     /// Before its first verdict a server is used (`Unknown`), unless `start = "down"`.
     pub start_down: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CheckKind {
+    Http,
+    Tcp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,51 +100,44 @@ pub fn health_check(
     let errors_before = sink.len();
     let raw = raw.get_ref();
     let label = format!("upstream \"{name}\": health");
-    let mut duration = |key: &str, value: &Option<Spanned<String>>, default: Duration| match value {
-        None => default,
-        Some(text) => match parse_duration(text.get_ref()) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                sink.at(
-                    text.span(),
-                    format!("{label} {key} must be greater than zero"),
-                );
-                default
-            }
-            Err(message) => {
-                sink.at(text.span(), format!("{label} {key} {message}"));
-                default
-            }
-        },
-    };
-    let interval = duration("interval", &raw.interval, Duration::from_secs(5));
-    let timeout = duration("timeout", &raw.timeout, Duration::from_secs(2));
-    let mut count = |key: &str, value: &Option<Spanned<i64>>, default: u32| match value {
-        None => default,
-        Some(n) => match u32::try_from(*n.get_ref()) {
-            Ok(n) if (1..=100).contains(&n) => n,
-            _ => {
-                sink.at(n.span(), format!("{label} {key} must be between 1 and 100"));
-                default
-            }
-        },
-    };
-    let rise = count("rise", &raw.rise, 2);
-    let fall = count("fall", &raw.fall, 3);
-    let start_down = match raw.start.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
-        None | Some(("unknown", _)) => false,
-        Some(("down", _)) => true,
-        Some((other, span)) => {
-            sink.at(
-                span,
-                format!("{label} start \"{other}\" must be \"unknown\" or \"down\""),
-            );
-            false
-        }
-    };
-    let probe = match raw.check.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
-        None | Some(("http", _)) => http_probe(&label, raw, sink),
-        Some(("tcp", _)) => {
+    let scope = Scope::new(format!("{label} "));
+    // Checks closer than 10ms apart are a busy loop against the server, not a health check;
+    // a shorter timeout fails every check that leaves the machine.
+    let limits = Limits::at_least(Duration::from_millis(10));
+    let interval = scope.duration(
+        "interval",
+        raw.interval.as_ref(),
+        Duration::from_secs(5),
+        limits,
+        sink,
+    );
+    let timeout = scope.duration(
+        "timeout",
+        raw.timeout.as_ref(),
+        Duration::from_secs(2),
+        limits,
+        sink,
+    );
+    let rise = scope.integer("rise", raw.rise.as_ref(), 2, &[1..=100], sink);
+    let fall = scope.integer("fall", raw.fall.as_ref(), 3, &[1..=100], sink);
+    let start_down = scope.choice(
+        "start",
+        raw.start.as_ref(),
+        false,
+        &[("unknown", false), ("down", true)],
+        sink,
+    );
+    // A wrong `check` falls back to "http", whose keys are then checked too.
+    let check = scope.choice(
+        "check",
+        raw.check.as_ref(),
+        CheckKind::Http,
+        &[("http", CheckKind::Http), ("tcp", CheckKind::Tcp)],
+        sink,
+    );
+    let probe = match check {
+        CheckKind::Http => http_probe(&label, raw, sink),
+        CheckKind::Tcp => {
             let http_only = [
                 ("path", &raw.path),
                 ("method", &raw.method),
@@ -154,13 +154,6 @@ pub fn health_check(
                 }
             }
             Some(Probe::Tcp)
-        }
-        Some((other, span)) => {
-            sink.at(
-                span,
-                format!("{label} check \"{other}\" must be \"http\" or \"tcp\""),
-            );
-            None
         }
     };
     if sink.len() > errors_before {

@@ -8,7 +8,9 @@ mod acme;
 mod dns;
 mod dns_rrl;
 mod error;
+mod field;
 mod health;
+mod http_limits;
 mod rate_limit;
 mod raw;
 mod route;
@@ -29,6 +31,7 @@ pub use acme::{AcmeChallenge, AcmeConfig};
 pub use dns::{DnsConfig, RegionConfig, RegionProbe};
 pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
 pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
+pub use http_limits::HttpLimits;
 pub use rate_limit::RateLimitConfig;
 pub use tls::{StaticCertificate, TlsConfig};
 pub use units::{parse_duration, parse_size};
@@ -41,6 +44,8 @@ pub struct Config {
     pub listen: ListenConfig,
     pub client_ip: ClientIpConfig,
     pub access_log: AccessLogOutput,
+    /// `[http]`: limits on client requests and connections. Default: `HttpLimits::default()`.
+    pub http: HttpLimits,
     /// Sorted by name; routes refer to them by index.
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
@@ -50,6 +55,11 @@ pub struct Config {
     /// Bearer token for the admin API's mutations (`POST /reload`). Default: none, which
     /// turns mutations off.
     pub admin_token: Option<Secret>,
+    /// `[listen] admin_public`: the operator accepts an admin listener on a non-loopback
+    /// address whose read endpoints (`/metrics`, `/config`, `/certs`) answer any peer
+    /// without the token. Default: false (such a listener needs `admin_token_file`, and
+    /// peers other than loopback must present the token for every endpoint but `/healthz`).
+    pub admin_public: bool,
     pub tls: TlsConfig,
     /// `[acme]`: obtain and renew certificates. Default: none (certificates from files only).
     pub acme: Option<AcmeConfig>,
@@ -79,6 +89,9 @@ pub struct NodeConfig {
     pub threads: usize,
     /// Reload when the configuration file changes (polled, debounced). Default: false.
     pub watch_config: bool,
+    /// How long SIGTERM or a binary upgrade lets in-flight requests finish before the old
+    /// process closes their connections; 1s to 1h. Default: 60s.
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,23 +144,29 @@ pub struct UpstreamConfig {
     pub retries: u32,
 }
 
-/// Passive health: consecutive connect failures, resets or 5xx answers from one server take
-/// it out of rotation for `eject`, unless it is the pool's last usable server.
+/// Passive health: consecutive connect failures, resets or timeouts (and, with `on_5xx`, 5xx
+/// answers) from one server take it out of rotation for `eject`, unless it is the pool's
+/// last usable server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PassiveHealth {
     /// Failures in a row that eject; 0 turns passive health off. Default: 5.
     pub failures: u32,
-    /// How long an ejected server is left alone. Default: 30s.
+    /// How long an ejected server is left alone; at least 1s. Default: 30s.
     pub eject: Duration,
+    /// Count 5xx answers as failures too. Off by default because any client can make an
+    /// application answer 500 (a path that crashes it) and so eject healthy servers one
+    /// after another. Default: false.
+    pub on_5xx: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamTimeouts {
-    /// TCP connect. Default: 3s.
+    /// TCP connect; at least 10ms. Default: 3s.
     pub connect: Duration,
-    /// Between two reads from the upstream, including the wait for the response head. Default: 60s.
+    /// Between two reads from the upstream, including the wait for the response head; at
+    /// least 10ms. Default: 60s.
     pub read: Duration,
-    /// Between two writes to the upstream. Default: 60s.
+    /// Between two writes to the upstream; at least 10ms. Default: 60s.
     pub write: Duration,
     /// How long an idle upstream connection is kept for reuse; zero disables reuse. Default: 60s.
     pub keepalive: Duration,
@@ -178,6 +197,10 @@ pub struct RouteConfig {
     pub fallback: Option<Fallback>,
     /// Largest request body accepted; `None` = unlimited. Default: 128 MiB.
     pub max_body_size: Option<u64>,
+    /// Buffer up to `HttpLimits::body_buffer_max` of the request body before contacting the
+    /// upstream, so a slow client does not hold an upstream connection while it uploads
+    /// (nginx `proxy_request_buffering`). Default: true.
+    pub request_buffering: bool,
     /// Index into `Config::rate_limits`. Default: none.
     pub rate_limit: Option<usize>,
 }
@@ -204,8 +227,9 @@ pub enum RouteAction {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fallback {
-    /// Serve files from this directory (the "static placeholder").
-    StaticDir(PathBuf),
+    /// Serve files from `dir` (the "static placeholder") with `status`: 200, or 500 to 599
+    /// so that caches, crawlers and monitors see the outage. Default status: 503.
+    StaticDir { dir: PathBuf, status: u16 },
     /// Forward to `upstreams[index]` instead.
     Upstream(usize),
 }

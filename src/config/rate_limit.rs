@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::ErrorSink;
+use super::field::{self, Scope};
 use super::raw::RawRateLimit;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,66 +40,47 @@ pub fn rate_limit(
             format!("{label}: rate \"{}\" must be COUNT/UNIT with unit s, min or h, e.g. \"10/s\" or \"600/min\"", raw.rate.get_ref()),
         );
     }
+    let scope = Scope::new(format!("{label}: "));
     let burst = match &raw.burst {
         None => rate.map(|(count, _)| count),
-        Some(burst) => {
-            let value = u32::try_from(*burst.get_ref())
-                .ok()
-                .and_then(NonZeroU32::new);
-            if value.is_none() {
-                sink.at(
-                    burst.span(),
-                    format!("{label}: burst must be a whole number from 1"),
-                );
-            }
-            value
-        }
+        // A wrong burst falls back to 0, which is no burst: the limit is dropped (reported).
+        Some(burst) => NonZeroU32::new(scope.integer(
+            "burst",
+            Some(burst),
+            0,
+            &[1..=i64::from(u32::MAX)],
+            sink,
+        )),
     };
-    let ipv6_prefix = match &raw.ipv6_prefix {
-        None => 64,
-        Some(prefix) => match u8::try_from(*prefix.get_ref()) {
-            Ok(p) if (1..=128).contains(&p) => p,
-            _ => {
-                sink.at(
-                    prefix.span(),
-                    format!("{label}: ipv6_prefix must be between 1 and 128"),
-                );
-                64
-            }
-        },
-    };
+    let ipv6_prefix = scope.integer(
+        "ipv6_prefix",
+        raw.ipv6_prefix.as_ref(),
+        64,
+        &[1..=128],
+        sink,
+    );
     let allow = raw
         .allow
         .iter()
         .flatten()
-        .filter_map(|cidr| {
-            match cidr.get_ref().parse::<IpNet>().ok().or_else(|| {
-                cidr.get_ref()
-                    .parse::<std::net::IpAddr>()
-                    .ok()
-                    .map(IpNet::from)
-            }) {
-                Some(net) => Some(net),
-                None => {
-                    sink.at(
-                        cidr.span(),
-                        format!("{label}: invalid CIDR \"{}\" in allow", cidr.get_ref()),
-                    );
-                    None
-                }
+        .filter_map(|cidr| match field::cidr(cidr.get_ref()) {
+            Some(net) => Some(net),
+            None => {
+                sink.at(
+                    cidr.span(),
+                    format!("{label}: invalid CIDR \"{}\" in allow", cidr.get_ref()),
+                );
+                None
             }
         })
         .collect();
-    let max_keys = match &raw.max_keys {
-        None => 1_000_000,
-        Some(n) => match usize::try_from(*n.get_ref()) {
-            Ok(n) if n >= 1 => n,
-            _ => {
-                sink.at(n.span(), format!("{label}: max_keys must be at least 1"));
-                1_000_000
-            }
-        },
-    };
+    let max_keys = scope.integer(
+        "max_keys",
+        raw.max_keys.as_ref(),
+        1_000_000,
+        &[1..=i64::MAX],
+        sink,
+    );
     if sink.len() > errors_before {
         return None;
     }

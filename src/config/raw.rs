@@ -19,6 +19,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub access_log: RawAccessLog,
     #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
@@ -158,6 +160,7 @@ pub struct RawNode {
     pub state_dir: Option<Spanned<String>>,
     pub threads: Option<Spanned<i64>>,
     pub watch_config: Option<bool>,
+    pub shutdown_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,8 +170,28 @@ pub struct RawListen {
     pub https: Option<Vec<Spanned<String>>>,
     pub admin: Option<Spanned<String>>,
     pub admin_token_file: Option<Spanned<String>>,
+    pub admin_public: Option<bool>,
     pub h2c: Option<bool>,
     pub dns: Option<Vec<Spanned<String>>>,
+}
+
+/// `[http]`: limits on what clients send and how long they take. Sizes are strings
+/// (`"8KiB"`), as everywhere else in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub header_timeout: Option<Spanned<String>>,
+    pub keepalive_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
+    pub max_uri_length: Option<Spanned<String>>,
+    pub max_header_field_size: Option<Spanned<String>>,
+    pub max_header_size: Option<Spanned<String>>,
+    pub max_header_count: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_connections_per_ip: Option<Spanned<i64>>,
+    pub body_buffer_memory: Option<Spanned<String>>,
+    pub body_buffer_max: Option<Spanned<String>>,
+    pub merge_slashes: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,12 +223,14 @@ pub struct RawUpstream {
     pub retries: Option<Spanned<i64>>,
 }
 
-/// `passive = { failures = 5, eject = "30s" }`: eject a server after consecutive failures.
+/// `passive = { failures = 5, eject = "30s", on_5xx = false }`: eject a server after
+/// consecutive failures.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPassive {
     pub failures: Option<Spanned<i64>>,
     pub eject: Option<Spanned<String>>,
+    pub on_5xx: Option<bool>,
 }
 
 /// `health = { ... }` on an upstream: the active check of each of its servers.
@@ -234,8 +259,9 @@ pub struct RawRoute {
     pub strip_prefix: Option<Spanned<bool>>,
     pub upstream: Option<Spanned<String>>,
     pub redirect: Option<Spanned<RawRedirect>>,
-    pub fallback: Option<RawFallback>,
+    pub fallback: Option<Spanned<RawFallback>>,
     pub max_body_size: Option<Spanned<String>>,
+    pub request_buffering: Option<Spanned<bool>>,
     pub rate_limit: Option<Spanned<String>>,
 }
 
@@ -252,4 +278,5 @@ pub struct RawRedirect {
 pub struct RawFallback {
     pub static_dir: Option<Spanned<String>>,
     pub upstream: Option<Spanned<String>>,
+    pub status: Option<Spanned<i64>>,
 }

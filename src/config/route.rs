@@ -6,10 +6,9 @@ use std::path::Path;
 
 use toml::Spanned;
 
-use super::error::{did_you_mean, ErrorSink};
-use super::raw::{RawRedirect, RawRoute};
-use super::units::parse_size;
-use super::validate::non_empty_path;
+use super::error::ErrorSink;
+use super::field::{suggestion, Limits, Scope};
+use super::raw::{RawFallback, RawRedirect, RawRoute};
 use super::{
     Fallback, HostPattern, RateLimitConfig, Redirect, RouteAction, RouteConfig, UpstreamConfig,
 };
@@ -17,6 +16,9 @@ use crate::host::normalize_host;
 
 /// Plesk's nginx default, so that uploads that worked behind it keep working.
 const DEFAULT_MAX_BODY_SIZE: u64 = 128 << 20;
+/// A placeholder page served while the app is down is an outage, not content: 503 keeps
+/// caches, crawlers and monitors from taking it for the real page.
+const DEFAULT_FALLBACK_STATUS: u16 = 503;
 
 pub(super) fn routes(
     raw: &[Spanned<RawRoute>],
@@ -84,6 +86,7 @@ fn route(
             |n| n.get_ref().clone()
         )
     );
+    let scope = Scope::new(format!("{label}: "));
     if let Some(name) = &raw.name {
         check_name(name, "route", sink);
     }
@@ -109,10 +112,10 @@ fn route(
                 raw.max_body_size
                     .as_ref()
                     .map(|s| (s.span(), "max_body_size")),
-                raw.fallback
+                raw.request_buffering
                     .as_ref()
-                    .and_then(|f| f.static_dir.as_ref().or(f.upstream.as_ref()))
-                    .map(|s| (s.span(), "fallback")),
+                    .map(|s| (s.span(), "request_buffering")),
+                raw.fallback.as_ref().map(|s| (s.span(), "fallback")),
             ];
             for (span, key) in proxy_only.into_iter().flatten() {
                 sink.at(
@@ -122,7 +125,7 @@ fn route(
                     ),
                 );
             }
-            self::redirect(redirect, sink).map(RouteAction::Redirect)
+            self::redirect(&scope, redirect, sink).map(RouteAction::Redirect)
         }
         (Some(_), Some(redirect)) => {
             sink.at(
@@ -142,44 +145,22 @@ fn route(
     let fallback = raw
         .fallback
         .as_ref()
-        .and_then(|f| match (&f.static_dir, &f.upstream) {
-            (Some(dir), None) => {
-                non_empty_path(dir, "static_dir", base_dir, sink).map(Fallback::StaticDir)
-            }
-            (None, Some(name)) => upstream_index(name, upstreams, sink).map(Fallback::Upstream),
-            (Some(dir), Some(_)) => {
-                sink.at(
-                    dir.span(),
-                    format!("{label}: fallback has either static_dir or upstream, not both"),
-                );
-                None
-            }
-            (None, None) => {
-                sink.at(
-                    raw.host.span(),
-                    format!("{label}: fallback needs static_dir or upstream"),
-                );
-                None
-            }
-        });
+        .filter(|_| raw.redirect.is_none())
+        .and_then(|f| fallback(&scope, f, upstreams, base_dir, sink));
     let max_body_size = match &raw.max_body_size {
         None => Some(DEFAULT_MAX_BODY_SIZE),
-        Some(size) => match parse_size(size.get_ref()) {
-            Ok(0) => None,
-            Ok(n) => Some(n),
-            Err(message) => {
-                sink.at(size.span(), format!("{label}: max_body_size {message}"));
-                None
-            }
-        },
+        Some(size) => {
+            let bytes = scope.size("max_body_size", Some(size), 0, Limits::any(), sink);
+            // "0" is how the file says unlimited.
+            (bytes != 0).then_some(bytes)
+        }
     };
+    let request_buffering = raw.request_buffering.as_ref().is_none_or(|b| *b.get_ref());
     let rate_limit = raw.rate_limit.as_ref().and_then(|name| {
         let wanted = name.get_ref();
         let found = rate_limits.iter().position(|l| &l.name == wanted);
         if found.is_none() {
-            let hint = did_you_mean(wanted, rate_limits.iter().map(|l| l.name.as_str()))
-                .map(|s| format!(" (did you mean \"{s}\"?)"))
-                .unwrap_or_default();
+            let hint = suggestion(wanted, rate_limits.iter().map(|l| l.name.as_str()));
             sink.at(
                 name.span(),
                 format!("unknown rate limit \"{wanted}\"{hint}"),
@@ -203,6 +184,7 @@ fn route(
         action,
         fallback,
         max_body_size,
+        request_buffering,
         rate_limit,
     })
 }
@@ -277,14 +259,71 @@ fn upstream_index(
     if let Some(index) = upstreams.iter().position(|u| &u.name == wanted) {
         return Some(index);
     }
-    let hint = did_you_mean(wanted, upstreams.iter().map(|u| u.name.as_str()))
-        .map(|s| format!(" (did you mean \"{s}\"?)"))
-        .unwrap_or_default();
+    let hint = suggestion(wanted, upstreams.iter().map(|u| u.name.as_str()));
     sink.at(name.span(), format!("unknown upstream \"{wanted}\"{hint}"));
     None
 }
 
-fn redirect(raw: &Spanned<RawRedirect>, sink: &mut ErrorSink<'_>) -> Option<Redirect> {
+/// `fallback = { static_dir = "DIR", status = 503 }` or `fallback = { upstream = "NAME" }`.
+fn fallback(
+    scope: &Scope,
+    raw: &Spanned<RawFallback>,
+    upstreams: &[UpstreamConfig],
+    base_dir: &Path,
+    sink: &mut ErrorSink<'_>,
+) -> Option<Fallback> {
+    let fallback = raw.get_ref();
+    match (&fallback.static_dir, &fallback.upstream) {
+        (Some(dir), None) => {
+            let errors_before = sink.len();
+            let dir = scope.path("fallback static_dir", dir, base_dir, sink);
+            let status = scope.integer(
+                "fallback status",
+                fallback.status.as_ref(),
+                DEFAULT_FALLBACK_STATUS,
+                &[200..=200, 500..=599],
+                sink,
+            );
+            (sink.len() == errors_before)
+                .then_some(dir)
+                .flatten()
+                .map(|dir| Fallback::StaticDir { dir, status })
+        }
+        (None, Some(name)) => {
+            // Another pool answers with its own status.
+            if let Some(status) = &fallback.status {
+                sink.at(
+                    status.span(),
+                    format!("{} needs static_dir", scope.name("fallback status")),
+                );
+            }
+            upstream_index(name, upstreams, sink).map(Fallback::Upstream)
+        }
+        (Some(dir), Some(_)) => {
+            sink.at(
+                dir.span(),
+                format!(
+                    "{} has either static_dir or upstream, not both",
+                    scope.name("fallback")
+                ),
+            );
+            None
+        }
+        (None, None) => {
+            sink.at(
+                raw.span(),
+                format!("{} needs static_dir or upstream", scope.name("fallback")),
+            );
+            None
+        }
+    }
+}
+
+fn redirect(
+    scope: &Scope,
+    raw: &Spanned<RawRedirect>,
+    sink: &mut ErrorSink<'_>,
+) -> Option<Redirect> {
     let raw = raw.get_ref();
     let to = raw.to.get_ref();
     let after_scheme = to
@@ -301,22 +340,17 @@ fn redirect(raw: &Spanned<RawRedirect>, sink: &mut ErrorSink<'_>) -> Option<Redi
         );
         return None;
     }
-    let code = match &raw.code {
-        None => 301,
-        Some(code) => match u16::try_from(*code.get_ref()) {
-            Ok(c @ (301 | 302 | 303 | 307 | 308)) => c,
-            _ => {
-                sink.at(
-                    code.span(),
-                    format!(
-                        "redirect code {} is not one of 301, 302, 303, 307, 308",
-                        code.get_ref()
-                    ),
-                );
-                return None;
-            }
-        },
-    };
+    let errors_before = sink.len();
+    let code = scope.integer(
+        "redirect code",
+        raw.code.as_ref(),
+        301,
+        &[301..=301, 302..=302, 303..=303, 307..=307, 308..=308],
+        sink,
+    );
+    if sink.len() > errors_before {
+        return None;
+    }
     let keep_path = raw.keep_path.unwrap_or(true);
     // The request path brings its own leading '/'.
     let to = if keep_path {

@@ -12,6 +12,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use toml::Spanned;
 
 use super::error::ErrorSink;
+use super::field::Scope;
 use super::raw::{RawCertificate, RawTls};
 use crate::host::normalize_host;
 
@@ -168,37 +169,42 @@ fn certificate(
             "certificate needs at least one name in names",
         );
     }
-    let chain = read(cert_file, base_dir, sink).and_then(|pem| {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-            .filter_map(Result::ok)
-            .collect();
-        if chain.is_empty() {
-            sink.at(
-                cert_file.span(),
-                format!(
-                    "cert_file \"{}\" holds no PEM certificate",
-                    cert_file.get_ref()
-                ),
-            );
-            return None;
-        }
-        Some(chain)
-    });
-    let key = read(key_file, base_dir, sink).and_then(|pem| {
-        let parsed = PrivateKeyDer::from_pem_slice(&pem)
-            .ok()
-            .and_then(|der| any_supported_type(&der).ok());
-        if parsed.is_none() {
-            sink.at(
-                key_file.span(),
-                format!(
-                    "key_file \"{}\" holds no usable private key (PEM, PKCS#8, RSA or EC)",
-                    key_file.get_ref()
-                ),
-            );
-        }
-        parsed
-    });
+    let files = Scope::default();
+    let chain = files
+        .file("cert_file", cert_file, base_dir, sink)
+        .and_then(|pem| {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+                .filter_map(Result::ok)
+                .collect();
+            if chain.is_empty() {
+                sink.at(
+                    cert_file.span(),
+                    format!(
+                        "cert_file \"{}\" holds no PEM certificate",
+                        cert_file.get_ref()
+                    ),
+                );
+                return None;
+            }
+            Some(chain)
+        });
+    let key = files
+        .file("key_file", key_file, base_dir, sink)
+        .and_then(|pem| {
+            let parsed = PrivateKeyDer::from_pem_slice(&pem)
+                .ok()
+                .and_then(|der| any_supported_type(&der).ok());
+            if parsed.is_none() {
+                sink.at(
+                    key_file.span(),
+                    format!(
+                        "key_file \"{}\" holds no usable private key (PEM, PKCS#8, RSA or EC)",
+                        key_file.get_ref()
+                    ),
+                );
+            }
+            parsed
+        });
     let (chain, key) = (chain?, key?);
     let certified = CertifiedKey::new(chain, key);
     if certified.keys_match().is_err() {
@@ -265,17 +271,4 @@ fn covers(certified: &CertifiedKey, name: &str) -> bool {
     webpki::EndEntityCert::try_from(leaf)
         .map(|cert| cert.verify_is_valid_for_subject_name(&server_name).is_ok())
         .unwrap_or(false)
-}
-
-fn read(file: &Spanned<String>, base_dir: &Path, sink: &mut ErrorSink<'_>) -> Option<Vec<u8>> {
-    match std::fs::read(base_dir.join(file.get_ref())) {
-        Ok(bytes) => Some(bytes),
-        Err(error) => {
-            sink.at(
-                file.span(),
-                format!("cannot read \"{}\": {error}", file.get_ref()),
-            );
-            None
-        }
-    }
 }

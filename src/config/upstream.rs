@@ -6,14 +6,15 @@ use std::time::Duration;
 use http::HeaderName;
 use toml::Spanned;
 
-use super::error::{did_you_mean, ErrorSink};
+use super::error::ErrorSink;
+use super::field::{Limits, Scope};
 use super::raw::{RawPassive, RawUpstream};
-use super::units::parse_duration;
 use super::{Balance, PassiveHealth, UpstreamConfig, UpstreamTimeouts};
 
 const DEFAULT_PASSIVE: PassiveHealth = PassiveHealth {
     failures: 5,
     eject: Duration::from_secs(30),
+    on_5xx: false,
 };
 const DEFAULT_TIMEOUTS: UpstreamTimeouts = UpstreamTimeouts {
     connect: Duration::from_secs(3),
@@ -21,6 +22,20 @@ const DEFAULT_TIMEOUTS: UpstreamTimeouts = UpstreamTimeouts {
     write: Duration::from_secs(60),
     keepalive: Duration::from_secs(60),
 };
+/// Connect, read and write timeouts: below 10ms no connection outside one machine could
+/// finish a step, and a zero would fail every request at once.
+pub(super) const TIMEOUT_LIMITS: Limits<Duration> = Limits::at_least(Duration::from_millis(10));
+/// An ejection shorter than a second ends before the next requests could avoid the server:
+/// a limit with no effect.
+const EJECT_LIMITS: Limits<Duration> = Limits::at_least(Duration::from_secs(1));
+
+#[derive(Clone, Copy)]
+enum BalanceKind {
+    RoundRobin,
+    LeastConn,
+    ConsistentHash,
+    Random,
+}
 
 pub(super) fn upstream(
     name: &str,
@@ -71,28 +86,26 @@ pub(super) fn upstream(
             .map_err(|_| sink.at(h.span(), format!("invalid header name \"{}\"", h.get_ref())))
             .ok()
     });
-    let balance = match raw
-        .balance
-        .as_ref()
-        .map(|b| (b.get_ref().as_str(), b.span()))
-    {
-        None | Some(("round_robin", _)) => Balance::RoundRobin,
-        Some(("least_conn", _)) => Balance::LeastConn,
-        Some(("random", _)) => Balance::Random,
-        Some(("consistent_hash", _)) => Balance::ConsistentHash {
-            header: hash_header.clone(),
+    let scope = Scope::new(format!("upstream \"{name}\": "));
+    let kind = scope.choice(
+        "balance",
+        raw.balance.as_ref(),
+        BalanceKind::RoundRobin,
+        &[
+            ("round_robin", BalanceKind::RoundRobin),
+            ("least_conn", BalanceKind::LeastConn),
+            ("consistent_hash", BalanceKind::ConsistentHash),
+            ("random", BalanceKind::Random),
+        ],
+        sink,
+    );
+    let balance = match kind {
+        BalanceKind::RoundRobin => Balance::RoundRobin,
+        BalanceKind::LeastConn => Balance::LeastConn,
+        BalanceKind::ConsistentHash => Balance::ConsistentHash {
+            header: hash_header,
         },
-        Some((other, span)) => {
-            let known = ["round_robin", "least_conn", "consistent_hash", "random"];
-            let hint = did_you_mean(other, known)
-                .map(|s| format!(" (did you mean \"{s}\"?)"))
-                .unwrap_or_else(|| format!(" (expected one of {})", known.join(", ")));
-            sink.at(
-                span,
-                format!("upstream \"{name}\" has unknown balance \"{other}\"{hint}"),
-            );
-            Balance::RoundRobin
-        }
+        BalanceKind::Random => Balance::Random,
     };
     if let (Some(header), false) = (
         &raw.hash_header,
@@ -103,68 +116,42 @@ pub(super) fn upstream(
             format!("hash_header in upstream \"{name}\" needs balance = \"consistent_hash\""),
         );
     }
-    let mut duration =
-        |key: &str, field: &Option<Spanned<String>>, default: Duration, zero_ok: bool| {
-            let Some(text) = field else { return default };
-            match parse_duration(text.get_ref()) {
-                Ok(d) if d.is_zero() && !zero_ok => {
-                    sink.at(
-                        text.span(),
-                        format!("upstream \"{name}\": {key} must be greater than zero"),
-                    );
-                    default
-                }
-                Ok(d) => d,
-                Err(message) => {
-                    sink.at(text.span(), format!("upstream \"{name}\": {key} {message}"));
-                    default
-                }
-            }
-        };
+    let mut timeout = |key: &str, field: &Option<Spanned<String>>, default, limits| {
+        scope.duration(key, field.as_ref(), default, limits, sink)
+    };
     let timeouts = UpstreamTimeouts {
-        connect: duration(
+        connect: timeout(
             "connect_timeout",
             &raw.connect_timeout,
             DEFAULT_TIMEOUTS.connect,
-            false,
+            TIMEOUT_LIMITS,
         ),
-        read: duration(
+        read: timeout(
             "read_timeout",
             &raw.read_timeout,
             DEFAULT_TIMEOUTS.read,
-            false,
+            TIMEOUT_LIMITS,
         ),
-        write: duration(
+        write: timeout(
             "write_timeout",
             &raw.write_timeout,
             DEFAULT_TIMEOUTS.write,
-            false,
+            TIMEOUT_LIMITS,
         ),
-        keepalive: duration(
+        // Zero is meaningful here: no reuse.
+        keepalive: timeout(
             "keepalive_timeout",
             &raw.keepalive_timeout,
             DEFAULT_TIMEOUTS.keepalive,
-            true,
+            Limits::any(),
         ),
     };
     let health = raw
         .health
         .as_ref()
         .and_then(|h| super::health::health_check(name, h, sink));
-    let passive = passive(name, raw.passive.as_ref(), sink);
-    let retries = match &raw.retries {
-        None => 2,
-        Some(n) => u32::try_from(*n.get_ref())
-            .ok()
-            .filter(|n| *n <= 10)
-            .unwrap_or_else(|| {
-                sink.at(
-                    n.span(),
-                    format!("upstream \"{name}\": retries must be between 0 and 10"),
-                );
-                2
-            }),
-    };
+    let passive = passive(&scope, raw.passive.as_ref(), sink);
+    let retries = scope.integer("retries", raw.retries.as_ref(), 2, &[0..=10], sink);
     UpstreamConfig {
         name: name.to_owned(),
         servers,
@@ -177,37 +164,30 @@ pub(super) fn upstream(
 }
 
 fn passive(
-    name: &str,
+    scope: &Scope,
     raw: Option<&Spanned<RawPassive>>,
     sink: &mut ErrorSink<'_>,
 ) -> PassiveHealth {
-    let mut passive = DEFAULT_PASSIVE;
     let Some(raw) = raw.map(Spanned::get_ref) else {
-        return passive;
+        return DEFAULT_PASSIVE;
     };
-    if let Some(failures) = &raw.failures {
-        match u32::try_from(*failures.get_ref()) {
-            Ok(n) if n <= 100 => passive.failures = n,
-            _ => sink.at(
-                failures.span(),
-                format!("upstream \"{name}\": passive failures must be between 0 (off) and 100"),
-            ),
-        }
+    PassiveHealth {
+        failures: scope.count_or_off(
+            "passive failures",
+            raw.failures.as_ref(),
+            DEFAULT_PASSIVE.failures,
+            100,
+            sink,
+        ),
+        eject: scope.duration(
+            "passive eject",
+            raw.eject.as_ref(),
+            DEFAULT_PASSIVE.eject,
+            EJECT_LIMITS,
+            sink,
+        ),
+        on_5xx: raw.on_5xx.unwrap_or(DEFAULT_PASSIVE.on_5xx),
     }
-    if let Some(eject) = &raw.eject {
-        match parse_duration(eject.get_ref()) {
-            Ok(d) if !d.is_zero() => passive.eject = d,
-            Ok(_) => sink.at(
-                eject.span(),
-                format!("upstream \"{name}\": passive eject must be greater than zero"),
-            ),
-            Err(message) => sink.at(
-                eject.span(),
-                format!("upstream \"{name}\": passive eject {message}"),
-            ),
-        }
-    }
-    passive
 }
 
 /// `IP:PORT`, `[v6]:PORT`, or `localhost:PORT` (what nginx configs usually say).

@@ -5,21 +5,24 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use http::HeaderName;
 use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{ErrorSink, LocatedErrors};
+use super::field::{self, Limits, Scope};
 use super::raw::{RawConfig, RawListen, RawNode};
 use super::{
-    AccessLogOutput, ClientIpConfig, ClientIpHeader, Config, ListenConfig, NodeConfig, Secret,
+    AccessLogOutput, ClientIpConfig, ClientIpHeader, Config, ListenConfig, NodeConfig,
     UpstreamConfig,
 };
 
 const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80);
 const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
 const DEFAULT_STATE_DIR: &str = "/var/lib/headland";
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, LocatedErrors> {
     let mut sink = ErrorSink::new(file, text);
@@ -41,10 +44,12 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         Some(output) => match output.get_ref().as_str() {
             "stdout" => AccessLogOutput::Stdout,
             "off" => AccessLogOutput::Off,
-            _ => non_empty_path(output, "access_log output", base_dir, &mut sink)
+            _ => Scope::new("access_log ")
+                .path("output", output, base_dir, &mut sink)
                 .map_or(AccessLogOutput::Off, AccessLogOutput::File),
         },
     };
+    let http = super::http_limits::http(&raw.http, &mut sink);
     let upstreams: Vec<UpstreamConfig> = raw
         .upstreams
         .iter()
@@ -76,11 +81,12 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         .acme
         .as_ref()
         .map(|acme| super::acme::acme(acme, &tls, &routes, (&listen, &dns), base_dir, &mut sink));
-    let admin_token = raw
-        .listen
-        .admin_token_file
-        .as_ref()
-        .and_then(|file| read_secret(file, "admin_token_file", base_dir, &mut sink));
+    let admin_token =
+        raw.listen.admin_token_file.as_ref().and_then(|file| {
+            Scope::default().secret("admin_token_file", file, base_dir, &mut sink)
+        });
+    let admin_public = raw.listen.admin_public.unwrap_or(false);
+    check_admin_exposure(&raw.listen, listen.admin, admin_public, &mut sink);
     let webhooks = raw
         .webhooks
         .iter()
@@ -95,11 +101,13 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         listen,
         client_ip,
         access_log,
+        http,
         upstreams,
         routes,
         webhooks,
         rate_limits,
         admin_token,
+        admin_public,
         tls,
         acme,
         dns,
@@ -107,16 +115,9 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
 }
 
 fn node(raw: &RawNode, base_dir: &Path, sink: &mut ErrorSink<'_>) -> NodeConfig {
-    let threads = match &raw.threads {
-        Some(threads) => match usize::try_from(*threads.get_ref()) {
-            Ok(n) if (1..=1024).contains(&n) => n,
-            _ => {
-                sink.at(threads.span(), "threads must be between 1 and 1024");
-                1
-            }
-        },
-        None => std::thread::available_parallelism().map_or(1, usize::from),
-    };
+    let scope = Scope::default();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = scope.integer("threads", raw.threads.as_ref(), cpus, &[1..=1024], sink);
     let name = match &raw.name {
         Some(name) => {
             if name.get_ref().trim().is_empty() {
@@ -126,6 +127,15 @@ fn node(raw: &RawNode, base_dir: &Path, sink: &mut ErrorSink<'_>) -> NodeConfig 
         }
         None => default_node_name(),
     };
+    // Under a second no request that has started can finish; over an hour a stuck client
+    // holds an upgrade hostage (the old process and its sockets live until it ends).
+    let shutdown_timeout = scope.duration(
+        "shutdown_timeout",
+        raw.shutdown_timeout.as_ref(),
+        DEFAULT_SHUTDOWN_TIMEOUT,
+        Limits::between(Duration::from_secs(1), Duration::from_secs(3600)),
+        sink,
+    );
     NodeConfig {
         name,
         region: raw.region.as_ref().map(|region| {
@@ -135,11 +145,14 @@ fn node(raw: &RawNode, base_dir: &Path, sink: &mut ErrorSink<'_>) -> NodeConfig 
             region.get_ref().clone()
         }),
         state_dir: match &raw.state_dir {
-            Some(dir) => non_empty_path(dir, "state_dir", base_dir, sink).unwrap_or_default(),
+            Some(dir) => scope
+                .path("state_dir", dir, base_dir, sink)
+                .unwrap_or_default(),
             None => PathBuf::from(DEFAULT_STATE_DIR),
         },
         threads,
         watch_config: raw.watch_config.unwrap_or(false),
+        shutdown_timeout,
     }
 }
 
@@ -294,7 +307,7 @@ pub(super) fn network(
     examples: &str,
     sink: &mut ErrorSink<'_>,
 ) -> Option<IpNet> {
-    match parse_cidr(cidr.get_ref()) {
+    match field::cidr(cidr.get_ref()) {
         Some(net) if net.trunc() != net => {
             sink.at(
                 cidr.span(),
@@ -320,50 +333,107 @@ pub(super) fn network(
     }
 }
 
-/// A CIDR, or a bare address meaning a single host.
-fn parse_cidr(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
-}
 
-/// Reads a secret from a file, trimmed. Errors name the file and the reason, never the
-/// contents.
-pub(super) fn read_secret(
-    file: &Spanned<String>,
-    key: &str,
-    base_dir: &Path,
+/// An admin listener that other hosts can reach must not serve `/metrics`, `/config` and
+/// `/certs` to anyone: it needs the token (which remote peers must then present), or the
+/// operator's explicit `admin_public = true` (a container whose port is published only to
+/// the host, a management network behind a firewall).
+fn check_admin_exposure(
+    raw: &RawListen,
+    admin: Option<SocketAddr>,
+    admin_public: bool,
     sink: &mut ErrorSink<'_>,
-) -> Option<Secret> {
-    let path = base_dir.join(file.get_ref());
-    match std::fs::read(&path) {
-        Ok(bytes) if bytes.trim_ascii().is_empty() => {
-            sink.at(
-                file.span(),
-                format!("{key} \"{}\" is empty", file.get_ref()),
-            );
-            None
-        }
-        Ok(bytes) => Some(Secret(bytes.trim_ascii().to_vec())),
-        Err(error) => {
-            sink.at(
-                file.span(),
-                format!("cannot read {key} \"{}\": {error}", file.get_ref()),
-            );
-            None
-        }
+) {
+    let (Some(addr), Some(raw_addr)) = (admin, &raw.admin) else {
+        return;
+    };
+    // `::ffff:127.0.0.1` is loopback too.
+    let loopback = addr.ip().to_canonical().is_loopback();
+    if loopback || admin_public || raw.admin_token_file.is_some() {
+        return;
     }
+    sink.at(
+        raw_addr.span(),
+        format!(
+            "admin address {addr} is not loopback and there is no admin_token_file: /metrics, /config and /certs would be open to the network (set admin_token_file, or admin_public = true if the network is yours)"
+        ),
+    );
 }
 
+/// `dns.rs` still resolves its paths through this name; it is the shared field parser's.
 pub(super) fn non_empty_path(
     path: &Spanned<String>,
     key: &str,
     base_dir: &Path,
     sink: &mut ErrorSink<'_>,
 ) -> Option<PathBuf> {
-    if path.get_ref().trim().is_empty() {
-        sink.at(path.span(), format!("{key} must not be empty"));
-        return None;
+    Scope::default().path(key, path, base_dir, sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, Fallback, HttpLimits};
+    use super::*;
+
+    fn errors(text: &str) -> String {
+        parse(text, "t.toml", Path::new("/"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     }
-    Some(base_dir.join(path.get_ref()))
+
+    #[test]
+    fn new_keys_have_their_documented_defaults() {
+        let text = "[upstreams.app]\nservers = [\"127.0.0.1:5000\"]\npassive = { failures = 2 }\n\n[[routes]]\nhost = \"a.test\"\nupstream = \"app\"\nfallback = { static_dir = \"x\" }\n";
+        let config = parse(text, "t.toml", Path::new("/etc/headland")).unwrap();
+        assert_eq!(config.http, HttpLimits::default());
+        assert_eq!(config.http.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(config.node.shutdown_timeout, Duration::from_secs(60));
+        assert!(!config.admin_public);
+        let passive = config.upstreams[0].passive;
+        assert_eq!((passive.failures, passive.on_5xx), (2, false));
+        let route = &config.routes[0];
+        assert!(route.request_buffering);
+        assert_eq!(
+            route.fallback,
+            Some(Fallback::StaticDir {
+                dir: PathBuf::from("/etc/headland/x"),
+                status: 503
+            })
+        );
+    }
+
+    #[test]
+    fn an_admin_listener_others_can_reach_needs_a_token_or_an_opt_in() {
+        let listen = |extra: &str| format!("[listen]\nhttp = [\"127.0.0.1:80\"]\n{extra}\n");
+        for loopback in [
+            "127.0.0.1:9180",
+            "[::1]:9180",
+            "[::ffff:127.0.0.1]:9180",
+            "off",
+        ] {
+            let text = listen(&format!("admin = \"{loopback}\""));
+            assert_eq!(errors(&text), "", "{loopback}");
+        }
+        for reachable in ["0.0.0.0:9180", "[::]:9180", "192.0.2.1:9180"] {
+            let text = listen(&format!("admin = \"{reachable}\""));
+            let message = errors(&text);
+            assert!(
+                message.starts_with("t.toml:3:9: admin address")
+                    && message.contains("no admin_token_file"),
+                "{reachable}: {message}"
+            );
+            let opted_in = listen(&format!("admin = \"{reachable}\"\nadmin_public = true"));
+            let config = parse(&opted_in, "t.toml", Path::new("/")).unwrap();
+            assert!(config.admin_public);
+        }
+        // A token file that cannot be read is reported once, as unreadable.
+        let text = listen("admin = \"0.0.0.0:9180\"\nadmin_token_file = \"/nonexistent/token\"");
+        let message = errors(&text);
+        assert!(
+            message.contains("cannot read admin_token_file"),
+            "{message}"
+        );
+        assert!(!message.contains("not loopback"), "{message}");
+    }
 }

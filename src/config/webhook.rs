@@ -4,7 +4,8 @@ use std::path::Path;
 
 use toml::Spanned;
 
-use super::error::{did_you_mean, ErrorSink};
+use super::error::ErrorSink;
+use super::field::Scope;
 use super::raw::RawWebhook;
 
 /// Events a webhook can subscribe to.
@@ -58,30 +59,22 @@ pub fn webhook(
             format!("webhook url \"{url}\" must be http:// or https:// with a host, e.g. \"https://hooks.example.com/headland\""),
         );
     }
+    let scope = Scope::new("webhook ");
     let secret = raw
         .secret_file
         .as_ref()
-        .and_then(|file| super::validate::read_secret(file, "webhook secret_file", base_dir, sink))
+        .and_then(|file| scope.secret("secret_file", file, base_dir, sink))
         .map(|secret| secret.0);
     let events = match &raw.events {
         None => EVENT_NAMES.iter().map(|e| (*e).to_owned()).collect(),
-        Some(events) => events
-            .iter()
-            .filter_map(|event| {
-                let name = event.get_ref();
-                if EVENT_NAMES.contains(&name.as_str()) {
-                    return Some(name.clone());
-                }
-                let hint = did_you_mean(name, EVENT_NAMES)
-                    .map(|s| format!(" (did you mean \"{s}\"?)"))
-                    .unwrap_or_else(|| format!(" (expected one of {})", EVENT_NAMES.join(", ")));
-                sink.at(
-                    event.span(),
-                    format!("unknown webhook event \"{name}\"{hint}"),
-                );
-                None
-            })
-            .collect(),
+        Some(events) => {
+            let choices = EVENT_NAMES.map(|name| (name, Some(name)));
+            events
+                .iter()
+                .filter_map(|event| scope.choice("event", Some(event), None, &choices, sink))
+                .map(str::to_owned)
+                .collect()
+        }
     };
     if sink.len() > errors_before {
         return None;

@@ -77,7 +77,9 @@ impl RouteTable {
                 target,
                 fallback: match &config.fallback {
                     None => None,
-                    Some(Fallback::StaticDir(dir)) => Some(RouteFallback::StaticDir(dir.clone())),
+                    Some(Fallback::StaticDir { dir, .. }) => {
+                        Some(RouteFallback::StaticDir(dir.clone()))
+                    }
                     Some(Fallback::Upstream(index)) => {
                         pools.get(*index).cloned().map(RouteFallback::Pool)
                     }
@@ -161,6 +163,7 @@ mod tests {
             }),
             fallback: None,
             max_body_size: None,
+            request_buffering: true,
             rate_limit: None,
         }
     }
