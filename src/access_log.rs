@@ -39,9 +39,16 @@ pub struct AccessRecord<'a> {
 
 #[derive(Debug)]
 pub struct AccessLog {
-    sender: Option<SyncSender<Vec<u8>>>,
+    sender: Option<SyncSender<Entry>>,
     /// `headland_access_log_dropped_total`.
     dropped: IntCounter,
+}
+
+/// What the writer thread is sent: a line, or a request to write out everything before it.
+#[derive(Debug)]
+enum Entry {
+    Line(Vec<u8>),
+    Flush(SyncSender<()>),
 }
 
 // === impl AccessLog ===
@@ -82,8 +89,19 @@ impl AccessLog {
             return;
         }
         line.push(b'\n');
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(line) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            sender.try_send(Entry::Line(line))
+        {
             self.dropped.inc();
+        }
+    }
+
+    /// Writes out every line queued so far, waiting at most `limit` (before the process exits).
+    pub fn flush(&self, limit: Duration) {
+        let Some(sender) = &self.sender else { return };
+        let (done, written) = mpsc::sync_channel(1);
+        if sender.send(Entry::Flush(done)).is_ok() {
+            let _ = written.recv_timeout(limit);
         }
     }
 }
@@ -101,20 +119,25 @@ pub fn millis(duration: Duration) -> f64 {
 /// waiting for a line: a blocked receiver would make every request wake it (a futex call and
 /// a context switch per line), which cost a quarter of the throughput with logging on
 /// (benches/compare/http.sh). Lines appear at most `FLUSH_EVERY` late.
-fn write_lines(receiver: Receiver<Vec<u8>>, writer: Box<dyn Write + Send>) {
+fn write_lines(receiver: Receiver<Entry>, writer: Box<dyn Write + Send>) {
     let mut out = BufWriter::with_capacity(64 * 1024, writer);
     loop {
         std::thread::sleep(FLUSH_EVERY);
         let mut ok = true;
+        let mut flushed = Vec::new();
         let finished = loop {
             match receiver.try_recv() {
-                Ok(line) => ok &= out.write_all(&line).is_ok(),
+                Ok(Entry::Line(line)) => ok &= out.write_all(&line).is_ok(),
+                Ok(Entry::Flush(done)) => flushed.push(done),
                 Err(TryRecvError::Empty) => break false,
                 Err(TryRecvError::Disconnected) => break true,
             }
         };
         if !(ok && out.flush().is_ok()) {
             tracing::warn!("access log write failed");
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
         if finished {
             return;

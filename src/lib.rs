@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod server;
+pub mod shutdown;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;

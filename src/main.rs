@@ -1,5 +1,6 @@
 //! The `headland` command line: parse arguments, load the configuration, start services.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -215,8 +216,10 @@ fn init_tracing() {
     // at DNS rates it would cost more than answering. RUST_LOG can turn it back on.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
+    // Colour codes only on a terminal: the journal and log files would store them verbatim.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

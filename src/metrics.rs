@@ -26,6 +26,22 @@ pub const REGION_UP: &str = "headland_region_up";
 pub const DNS_QUERIES: &str = "headland_dns_queries_total";
 pub const DNS_GEO_ANSWERS: &str = "headland_dns_geo_answers_total";
 pub const DNS_RATE_LIMITED: &str = "headland_dns_rate_limited_total";
+pub const HTTP_LIMIT_REJECTIONS: &str = "headland_http_limit_rejections_total";
+pub const HTTP_CONNECTIONS: &str = "headland_http_connections";
+pub const HTTP_BODIES_BUFFERED: &str = "headland_http_request_bodies_buffered_total";
+
+/// The `limit` label of `headland_http_limit_rejections_total`: every client-side limit,
+/// exported from the start so that a rate alert sees the first rejection.
+pub const LIMITS: &[&str] = &[
+    "header_timeout",
+    "malformed_header",
+    "uri_length",
+    "header_size",
+    "header_count",
+    "body_timeout",
+    "connections",
+    "connections_per_ip",
+];
 
 /// Label value for requests that matched no route or no upstream.
 pub const NONE: &str = "";
@@ -57,6 +73,9 @@ pub struct Metrics {
     pub dns_queries: IntCounterVec,
     pub dns_geo_answers: IntCounterVec,
     pub dns_rate_limited: IntCounterVec,
+    pub limit_rejections: IntCounterVec,
+    pub connections: IntGauge,
+    pub bodies_buffered: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -148,6 +167,21 @@ impl Metrics {
             "UDP responses held back by DNS response rate limiting, by action: slip (sent truncated, TC=1) or drop (not sent). Their queries also count in headland_dns_queries_total.",
             &["action"],
         )?;
+        let limit_rejections = counter(
+            HTTP_LIMIT_REJECTIONS,
+            "Requests or connections refused by a client-side limit (408, 414, 431, 400, or a close), by limit.",
+            &["limit"],
+        )?;
+        let bodies_buffered = counter(
+            HTTP_BODIES_BUFFERED,
+            "Request bodies read whole before the upstream was contacted, by where they were kept (memory or file).",
+            &["storage"],
+        )?;
+        let connections = IntGauge::new(
+            HTTP_CONNECTIONS,
+            "Client connections open on the HTTP and HTTPS listeners.",
+        )?;
+        registry.register(Box::new(connections.clone()))?;
         let http_duration = HistogramVec::new(
             HistogramOpts::new(
                 HTTP_DURATION,
@@ -191,6 +225,12 @@ impl Metrics {
         for action in ["slip", "drop"] {
             dns_rate_limited.with_label_values(&[action]);
         }
+        for limit in LIMITS {
+            limit_rejections.with_label_values(&[limit]);
+        }
+        for storage in ["memory", "file"] {
+            bodies_buffered.with_label_values(&[storage]);
+        }
         Ok(Self {
             registry,
             http_requests,
@@ -212,6 +252,9 @@ impl Metrics {
             dns_queries,
             dns_geo_answers,
             dns_rate_limited,
+            limit_rejections,
+            connections,
+            bodies_buffered,
         })
     }
 

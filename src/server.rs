@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::proxy::ProxyServiceBuilder;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -19,9 +20,11 @@ use crate::config::Config;
 use crate::dns::service::{DnsService, DnsSockets};
 use crate::metrics::Metrics;
 use crate::pid_file;
+use crate::proxy::connections::{ConnectionGate, OpenConnections};
 use crate::proxy::HeadlandProxy;
 use crate::ratelimit::LimiterHousekeeping;
 use crate::reload::{ReloadOnChange, ReloadOnSignal, Reloader};
+use crate::shutdown::ExitWhenDrained;
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::tls::{self, SniResolver};
 use crate::upstream::registry::{HealthRegistry, HealthService};
@@ -62,6 +65,8 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         .map_err(StartError::AccessLog)?;
     let access_log = Arc::new(access_log);
     let listen = config.listen.clone();
+    // Listener-level settings are fixed at start: Pingora builds its listeners once.
+    let h2_idle_timeout = config.http.keepalive_timeout;
     let watch_config = config.node.watch_config;
     let threads = config.node.threads;
     let server_conf = server_conf(&config);
@@ -80,14 +85,20 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     let acme = Arc::new(Acme::default());
     let proxy_app = HeadlandProxy::new(
         Arc::clone(&snapshots),
-        access_log,
+        Arc::clone(&access_log),
         Arc::clone(&metrics),
         acme.tokens.clone(),
     );
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, proxy_app)
-        .name("headland http")
-        .server_options(server_options(listen.h2c))
-        .build();
+    let mut http_app = http_proxy(&server.configuration, proxy_app);
+    http_app.server_options = Some(server_options(listen.h2c, h2_idle_timeout));
+    let connections = Arc::new(OpenConnections::new());
+    let gate = ConnectionGate::new(
+        http_app,
+        Arc::clone(&connections),
+        Arc::clone(&snapshots),
+        Arc::clone(&metrics),
+    );
+    let mut proxy = Service::new("headland http".to_owned(), gate);
     for addr in &listen.http {
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(plain_http_buffers()));
     }
@@ -100,6 +111,13 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         }
     }
     server.add_service(proxy);
+    server.add_service(background_service(
+        "exit when drained",
+        ExitWhenDrained {
+            connections,
+            access_log,
+        },
+    ));
 
     let reloader = options.source.map(|(path, text)| {
         Arc::new(Reloader::new(
@@ -197,9 +215,12 @@ fn plain_http_buffers() -> L4BufferSettings {
     L4BufferSettings::default().read(0)
 }
 
-fn server_options(h2c: bool) -> HttpServerOptions {
+fn server_options(h2c: bool, h2_idle_timeout: Duration) -> HttpServerOptions {
     let mut options = HttpServerOptions::default();
     options.h2c = h2c;
+    // HTTP/1.1's keep-alive timeout is set per request (`ProxyHttp::request_filter`); an
+    // idle HTTP/2 connection is closed by Pingora after the same time.
+    options.h2_idle_timeout = Some(h2_idle_timeout);
     options
 }
 
@@ -209,10 +230,12 @@ fn server_conf(config: &Config) -> ServerConf {
         threads: config.node.threads,
         pid_file: state_dir.join("headland.pid").display().to_string(),
         upgrade_sock: state_dir.join("upgrade.sock").display().to_string(),
-        // Pingora's defaults (300 s of grace) would make every `systemctl stop` hang for
-        // minutes; a second of grace and ten of draining suit short proxied requests.
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(10),
+        // Pingora sleeps the whole grace period after SIGTERM (or an upgrade's hand-over)
+        // before it drops what still runs; `shutdown::ExitWhenDrained` ends the process as
+        // soon as the last client connection has closed, so the grace period is only the
+        // upper bound for slow requests, and a stop with nothing in flight is immediate.
+        grace_period_seconds: Some(config.node.shutdown_timeout.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     }
 }

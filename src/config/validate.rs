@@ -333,7 +333,6 @@ pub(super) fn network(
     }
 }
 
-
 /// An admin listener that other hosts can reach must not serve `/metrics`, `/config` and
 /// `/certs` to anyone: it needs the token (which remote peers must then present), or the
 /// operator's explicit `admin_public = true` (a container whose port is published only to

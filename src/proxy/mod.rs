@@ -5,17 +5,22 @@
 //! route's pool. A server that cannot be reached is passed over for another; a pool that is
 //! down hands the request to the route's fallback, else answers 503.
 
+pub mod connections;
 mod failure;
 pub mod forwarded;
 pub mod node_health;
+mod request_body;
+mod request_limits;
 mod responses;
 pub mod route_table;
 mod static_fallback;
 
+use std::any::Any;
+use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,10 +37,12 @@ use crate::acme::challenge::{Http01Tokens, HTTP01_PREFIX};
 use crate::config::Balance;
 use crate::host::normalize_authority;
 use crate::metrics::{self, Metrics};
+use crate::path;
 use crate::ratelimit::{Decision, RateLimitInfo};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::{InFlight, Pool, Tried};
 use forwarded::Downstream;
+use request_body::{BufferError, BufferedBody};
 use route_table::{Route, RouteFallback, RouteTarget};
 
 /// The proxy application; one instance serves every listener.
@@ -69,7 +76,15 @@ pub struct RequestCtx {
     /// The rate limit's verdict, echoed in `RateLimit-*` response headers.
     rate_limit: Option<RateLimitInfo>,
     request_body_bytes: u64,
+    /// The body (or its first part) read before the upstream was chosen.
+    buffered_body: Option<BufferedBody>,
+    /// `buffered_body` went into the current upstream attempt already.
+    buffered_body_sent: bool,
 }
+
+/// Marks an HTTP/1.x connection as kept alive for the next request on it (Pingora's
+/// connection context; a zero-sized value, so carrying it allocates nothing).
+struct KeptAlive;
 
 // === impl HeadlandProxy ===
 
@@ -101,6 +116,13 @@ impl HeadlandProxy {
             .peer
             .map(|peer| snapshot.client_ip.resolve(peer, &request.headers));
         ctx.request_id = forwarded::request_id(request.headers.get(forwarded::X_REQUEST_ID));
+        if let Err(rejection) = request_limits::check(request, &snapshot.config.http) {
+            return self.refuse(session, ctx, rejection).await;
+        }
+        if let Err(rejection) = request_limits::collapse_content_length(session.req_header_mut()) {
+            return self.refuse(session, ctx, rejection).await;
+        }
+        let request = session.req_header();
 
         if request.uri.path() == node_health::PATH {
             let (status, body) = node_health::report(&snapshot, request.uri.query());
@@ -164,7 +186,16 @@ impl HeadlandProxy {
             return Ok(true);
         }
 
-        let Some(index) = snapshot.routes.lookup(&ctx.host, request.uri.path()) else {
+        // Routing, route-scoped rules and the upstream all see the normalised path, so that
+        // `/x/../internal/` cannot slip past the rules of `/internal/`.
+        let normalized =
+            match path::normalize(request.uri.path(), snapshot.config.http.merge_slashes) {
+                Ok(Cow::Borrowed(_)) => None,
+                Ok(Cow::Owned(path)) => Some(path),
+                Err(error) => return self.reject(session, ctx, 400, &error.to_string()).await,
+            };
+        let route_path = normalized.as_deref().unwrap_or(request.uri.path());
+        let Some(index) = snapshot.routes.lookup(&ctx.host, route_path) else {
             return self
                 .reject(session, ctx, 404, "no route for this host and path")
                 .await;
@@ -237,18 +268,84 @@ impl HeadlandProxy {
             }
         }
 
-        if route.strip_prefix {
-            strip_prefix(
-                session.req_header_mut(),
-                &route.prefix,
-                &mut ctx.original_path,
-            )?;
+        if route.strip_prefix || normalized.is_some() {
+            let current = session.req_header().uri.path();
+            let path = normalized.as_deref().unwrap_or(current);
+            let upstream_path = if route.strip_prefix {
+                strip_prefix(path, &route.prefix)
+            } else {
+                path.to_owned()
+            };
+            ctx.original_path = Some(current.to_owned());
+            set_path(session.req_header_mut(), &upstream_path)?;
         }
 
         if !pool.is_available() {
             return self.pool_down(session, ctx, route, pool).await;
         }
+        if route.request_buffering && !session.is_body_empty() && !session.is_upgrade_req() {
+            return self.buffer_body(session, ctx, route).await;
+        }
         Ok(false)
+    }
+
+    /// Reads the request body before the upstream is chosen (see `request_body`).
+    async fn buffer_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+    ) -> Result<bool> {
+        let limits = &ctx.snapshot.config.http;
+        // The client may wait for "100 Continue" before it sends the body (RFC 9110 §10.1.1);
+        // the upstream gets the body at once, so it must not be asked to say it again.
+        if expects_continue(session.req_header()) {
+            session.write_continue_response().await?;
+            session
+                .req_header_mut()
+                .remove_header(&http::header::EXPECT);
+        }
+        let spill_dir = ctx.snapshot.config.node.state_dir.join("body-buffers");
+        let read = BufferedBody::read(session, limits, route.max_body_size, &spill_dir).await;
+        if read.is_err() {
+            // The rest of the body is still on the wire: this connection cannot carry another
+            // request.
+            session.set_keepalive(None);
+        }
+        match read {
+            Ok(body) => {
+                let storage = if body.spilled { "file" } else { "memory" };
+                self.metrics
+                    .bodies_buffered
+                    .with_label_values(&[storage])
+                    .inc();
+                ctx.request_body_bytes = body.size() as u64;
+                ctx.buffered_body = Some(body);
+                Ok(false)
+            }
+            Err(BufferError::TimedOut(_)) => {
+                self.metrics
+                    .limit_rejections
+                    .with_label_values(&["body_timeout"])
+                    .inc();
+                self.reject(session, ctx, 408, "the request body was not sent in time")
+                    .await
+            }
+            Err(BufferError::TooLarge) => {
+                self.reject(session, ctx, 413, "request body too large")
+                    .await
+            }
+            Err(BufferError::Client(mut error)) => {
+                // The client's fault: a closed connection gets no answer, bad framing a 400.
+                error.as_down();
+                Err(error)
+            }
+            Err(BufferError::File(error)) => {
+                tracing::error!(%error, "cannot buffer a request body");
+                self.reject(session, ctx, 500, "the request body could not be kept")
+                    .await
+            }
+        }
     }
 
     /// Every server of the route's pool is known down: the fallback answers, else 503.
@@ -264,20 +361,19 @@ impl HeadlandProxy {
                 ctx.on_fallback_pool = true;
                 return Ok(false);
             }
-            Some(RouteFallback::StaticDir(dir)) => {
+            Some(RouteFallback::StaticDir { dir, status }) => {
                 let path = session.req_header().uri.path().to_owned();
-                if static_fallback::serve(session, dir, &path).await.is_some() {
+                let retry_after = retry_after(pool);
+                if static_fallback::serve(session, dir, *status, &retry_after, &path)
+                    .await
+                    .is_some()
+                {
                     return Ok(true);
                 }
             }
             _ => {}
         }
-        // Clients and CDNs may come back after one health-check interval.
-        let retry_after = pool
-            .health_check
-            .as_ref()
-            .map_or(5, |check| check.interval.as_secs().max(1))
-            .to_string();
+        let retry_after = retry_after(pool);
         let body = responses::error_body(503, failure::detail_for(503));
         responses::plain(
             session,
@@ -288,6 +384,24 @@ impl HeadlandProxy {
         )
         .await?;
         Ok(true)
+    }
+
+    /// Answers a request that broke a client-side limit, and counts it.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        rejection: request_limits::Rejection,
+    ) -> Result<bool> {
+        self.metrics
+            .limit_rejections
+            .with_label_values(&[rejection.limit])
+            .inc();
+        // As nginx does: a client that broke a limit gets no further request on this
+        // connection (part of an oversized request may still be unread).
+        session.set_keepalive(None);
+        self.reject(session, ctx, rejection.status, rejection.detail)
+            .await
     }
 
     async fn reject(
@@ -382,6 +496,8 @@ impl ProxyHttp for HeadlandProxy {
             route_in_flight: None,
             rate_limit: None,
             request_body_bytes: 0,
+            buffered_body: None,
+            buffered_body_sent: false,
         }
     }
 
@@ -390,7 +506,54 @@ impl ProxyHttp for HeadlandProxy {
         // order, as nginx does. Pingora's default closes the connection after the first answer
         // and drops the rest, which pipelining clients (apt, for one) then have to retry.
         session.set_pipelining_enabled(true);
+        let limits = &ctx.snapshot.config.http;
+        // Pingora keeps connections 60 s by default; `None` here means keep-alive is already
+        // off (the client asked, or the server is shutting down) and must stay off.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(limits.keepalive_timeout.as_secs().max(1)));
+        }
+        // Between two reads of the request body, buffered or streamed (nginx's
+        // client_body_timeout); past it the client gets 408.
+        session.set_read_timeout(Some(limits.body_timeout));
         self.route_request(session, ctx).await
+    }
+
+    fn request_header_timeout(&self, reused: bool) -> Option<Duration> {
+        let snapshot = self.snapshots.load();
+        let limits = &snapshot.config.http;
+        // On a kept-alive connection the wait starts with the idle time before the request,
+        // which `keepalive_timeout` bounds by itself (a silent close).
+        Some(if reused {
+            limits.keepalive_timeout + limits.header_timeout
+        } else {
+            limits.header_timeout
+        })
+    }
+
+    fn request_header_rejected(&self, _status: u16, reason: &'static str) {
+        self.metrics
+            .limit_rejections
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+    ) -> Option<Box<dyn Any + Send + Sync>> {
+        Some(Box::new(KeptAlive))
+    }
+
+    /// A client that goes away or stalls is routine at an edge, not an error: one slowloris
+    /// run wrote 4,001 ERROR lines before this. Such failures stay in the access log (status
+    /// 0 or 408) and at debug level.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        let client_side = *error.esource() == ErrorSource::Downstream;
+        if client_side {
+            tracing::debug!(%error, "client connection ended");
+        }
+        client_side
     }
 
     async fn request_body_filter(
@@ -403,6 +566,11 @@ impl ProxyHttp for HeadlandProxy {
         // Pingora also passes WebSocket frames through here once upgraded: those are a
         // conversation, not a request body, and must not hit the body limit.
         if session.was_upgraded() {
+            return Ok(());
+        }
+        if let (Some(buffered), false) = (&ctx.buffered_body, ctx.buffered_body_sent) {
+            ctx.buffered_body_sent = true;
+            *body = Some(buffered.prepend_to(body.take()));
             return Ok(());
         }
         // Content-Length was checked up front; this catches chunked bodies as they stream.
@@ -436,6 +604,8 @@ impl ProxyHttp for HeadlandProxy {
             );
         };
         ctx.tried.insert(index);
+        // Each attempt sends the buffered body again (a connect failure, or a safe retry).
+        ctx.buffered_body_sent = false;
         // Replacing the guard releases the slot held on a server that failed.
         ctx.in_flight = Some(server.begin_request());
         let mut peer = HttpPeer::new(server.addr, false, String::new());
@@ -472,10 +642,13 @@ impl ProxyHttp for HeadlandProxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if *e.esource() == ErrorSource::Upstream {
+        // Only the server's own failures count against it and may send the request elsewhere:
+        // a client that gives up must not make every server of the pool see its request.
+        let upstream_failed = *e.esource() == ErrorSource::Upstream;
+        if upstream_failed {
             self.record_outcome(ctx, false);
         }
-        let retry = failure::may_replay(session) && self.next_attempt(ctx);
+        let retry = upstream_failed && failure::may_replay(session) && self.next_attempt(ctx);
         e.set_retry(retry);
         e
     }
@@ -507,7 +680,13 @@ impl ProxyHttp for HeadlandProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.record_outcome(ctx, upstream_response.status.as_u16() < 500);
+        // A 5xx may be the app's answer to this one request (any client can find a path that
+        // errors), so it only counts against the server where the operator opted in.
+        let counts_5xx = self.pool(ctx).is_some_and(|pool| pool.passive.on_5xx);
+        self.record_outcome(
+            ctx,
+            !(counts_5xx && upstream_response.status.as_u16() >= 500),
+        );
         Ok(())
     }
 
@@ -540,13 +719,18 @@ impl ProxyHttp for HeadlandProxy {
         let upstream_failed =
             *e.esource() == ErrorSource::Upstream || matches!(e.etype(), ErrorType::ConnectNoRoute);
         if upstream_failed && session.response_written().is_none() {
-            let dir = match self.route(ctx).and_then(|r| r.fallback.as_ref()) {
-                Some(RouteFallback::StaticDir(dir)) => Some(dir.clone()),
+            let fallback = match self.route(ctx).and_then(|r| r.fallback.as_ref()) {
+                Some(RouteFallback::StaticDir { dir, status }) => Some((dir.clone(), *status)),
                 _ => None,
             };
-            if let Some(dir) = dir {
+            if let Some((dir, status)) = fallback {
                 let path = session.req_header().uri.path().to_owned();
-                if let Some(code) = static_fallback::serve(session, &dir, &path).await {
+                let retry_after = self
+                    .pool(ctx)
+                    .map_or_else(|| "5".to_owned(), |p| retry_after(p));
+                if let Some(code) =
+                    static_fallback::serve(session, &dir, status, &retry_after, &path).await
+                {
                     return FailToProxy {
                         error_code: code,
                         can_reuse_downstream: false,
@@ -577,17 +761,17 @@ impl ProxyHttp for HeadlandProxy {
         let pool_name = pool.map_or(metrics::NONE, |p| p.name.as_str());
         let status = session.response_written().map(|r| r.status);
         let elapsed = ctx.started.elapsed();
-        if route.is_some() {
-            let code = status.as_ref().map_or("0", |s| s.as_str());
-            self.metrics
-                .http_requests
-                .with_label_values(&[route_name, pool_name, code])
-                .inc();
-            self.metrics
-                .http_duration
-                .with_label_values(&[route_name, pool_name])
-                .observe(elapsed.as_secs_f64());
-        }
+        // Every request is counted, those answered before routing (400, 404) under an empty
+        // route label, so an error-rate alert sees them.
+        let code = status.as_ref().map_or("0", |s| s.as_str());
+        self.metrics
+            .http_requests
+            .with_label_values(&[route_name, pool_name, code])
+            .inc();
+        self.metrics
+            .http_duration
+            .with_label_values(&[route_name, pool_name])
+            .observe(elapsed.as_secs_f64());
         if !self.access_log.is_enabled() {
             return;
         }
@@ -623,21 +807,46 @@ fn hash_key(balance: &Balance, request: &RequestHeader, client: Option<IpAddr>) 
     hasher.finish()
 }
 
-/// `/swarm/chat?x=1` with prefix `/swarm/` becomes `/chat?x=1`; the path keeps a leading '/'.
-fn strip_prefix(
-    request: &mut RequestHeader,
-    prefix: &str,
-    original: &mut Option<String>,
-) -> Result<()> {
-    let path_and_query = request.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Some(rest) = path_and_query.strip_prefix(prefix.trim_end_matches('/')) else {
-        return Ok(());
+/// `/swarm/chat` with prefix `/swarm/` becomes `/chat`; the path keeps its leading '/'.
+/// Exactly the prefix goes: `/swarm//etc` (with `merge_slashes` off) becomes `//etc`.
+fn strip_prefix(path: &str, prefix: &str) -> String {
+    match path.strip_prefix(prefix.trim_end_matches('/')) {
+        Some(rest) if rest.starts_with('/') => rest.to_owned(),
+        Some(rest) => format!("/{rest}"),
+        None => path.to_owned(),
+    }
+}
+
+/// Replaces the request's path, keeping its query, and its scheme and authority: HTTP/2
+/// carries the host in the URI, and without it the upstream got an empty `Host`.
+fn set_path(request: &mut RequestHeader, path: &str) -> Result<()> {
+    let target = match request.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
     };
-    let rest = rest.trim_start_matches('/');
-    let new_target = format!("/{rest}");
-    *original = Some(request.uri.path().to_owned());
-    let uri = http::Uri::try_from(new_target)
+    let mut parts = request.uri.clone().into_parts();
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(target)
+            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewriting path", e))?,
+    );
+    let uri = http::Uri::from_parts(parts)
         .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewriting path", e))?;
     request.set_uri(uri);
     Ok(())
+}
+
+/// Clients and CDNs may come back after one health-check interval.
+fn retry_after(pool: &Pool) -> String {
+    pool.health_check
+        .as_ref()
+        .map_or(5, |check| check.interval.as_secs().max(1))
+        .to_string()
+}
+
+/// `Expect: 100-continue` (RFC 9110 §10.1.1: the token compares case-insensitively).
+fn expects_continue(request: &RequestHeader) -> bool {
+    request
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }

@@ -22,12 +22,14 @@ pub struct Route {
     pub fallback: Option<RouteFallback>,
     pub max_body_size: Option<u64>,
     pub rate_limit: Option<Arc<Limiter>>,
+    /// Read request bodies whole before an upstream connection is taken.
+    pub request_buffering: bool,
 }
 
 /// What answers when the route's pool cannot.
 #[derive(Debug)]
 pub enum RouteFallback {
-    StaticDir(PathBuf),
+    StaticDir { dir: PathBuf, status: u16 },
     Pool(Arc<Pool>),
 }
 
@@ -77,15 +79,17 @@ impl RouteTable {
                 target,
                 fallback: match &config.fallback {
                     None => None,
-                    Some(Fallback::StaticDir { dir, .. }) => {
-                        Some(RouteFallback::StaticDir(dir.clone()))
-                    }
+                    Some(Fallback::StaticDir { dir, status }) => Some(RouteFallback::StaticDir {
+                        dir: dir.clone(),
+                        status: *status,
+                    }),
                     Some(Fallback::Upstream(index)) => {
                         pools.get(*index).cloned().map(RouteFallback::Pool)
                     }
                 },
                 max_body_size: config.max_body_size,
                 rate_limit: config.rate_limit.and_then(|i| limiters.get(i)).cloned(),
+                request_buffering: config.request_buffering,
             });
             let paths = match &config.host {
                 HostPattern::Exact(host) => table.exact.entry(host.clone()).or_default(),

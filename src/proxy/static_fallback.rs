@@ -1,6 +1,10 @@
 //! The "static placeholder" rollback: when a route's whole pool fails, files from its
-//! `fallback.static_dir` answer instead of an error page. Unknown paths get the directory's
-//! `index.html`, so every URL of the app shows the placeholder.
+//! `fallback.static_dir` answer GET and HEAD instead of an error page. Unknown paths get the
+//! directory's `index.html`, so every URL of the app shows the placeholder.
+//!
+//! The status is the route's `fallback.status`, 503 with `Retry-After` by default, as a
+//! maintenance page should be: a 200 would tell API clients, health probes and caches that
+//! all is well, and metrics would count an outage as success.
 
 use std::path::{Path, PathBuf};
 
@@ -11,9 +15,16 @@ use pingora::proxy::Session;
 /// Placeholders are small pages; refuse to load anything large into memory.
 const MAX_FILE_BYTES: u64 = 8 << 20;
 
-/// Serves `request_path` from `dir`. Returns the status sent, or `None` when the directory
-/// has nothing to serve (the caller then sends its error response).
-pub async fn serve(session: &mut Session, dir: &Path, request_path: &str) -> Option<u16> {
+/// Serves `request_path` from `dir` with `status` (and `retry_after` seconds on a 5xx).
+/// Returns the status sent, or `None` when the method is not GET or HEAD or the directory has
+/// nothing to serve (the caller then sends its error response).
+pub async fn serve(
+    session: &mut Session,
+    dir: &Path,
+    status: u16,
+    retry_after: &str,
+    request_path: &str,
+) -> Option<u16> {
     let method = &session.req_header().method;
     if method != http::Method::GET && method != http::Method::HEAD {
         return None;
@@ -23,7 +34,12 @@ pub async fn serve(session: &mut Session, dir: &Path, request_path: &str) -> Opt
         Some(found) => found,
         None => read(dir, "/index.html").await?,
     };
-    let mut header = ResponseHeader::build(200, Some(5)).ok()?;
+    let mut header = ResponseHeader::build(status, Some(6)).ok()?;
+    if status >= 500 {
+        header
+            .insert_header(http::header::RETRY_AFTER, retry_after)
+            .ok()?;
+    }
     header
         .insert_header(http::header::CONTENT_TYPE, content_type(&path))
         .ok()?;
@@ -42,7 +58,7 @@ pub async fn serve(session: &mut Session, dir: &Path, request_path: &str) -> Opt
     if !head_only {
         session.write_response_body(Some(body), true).await.ok()?;
     }
-    Some(200)
+    Some(status)
 }
 
 async fn read(dir: &Path, request_path: &str) -> Option<(PathBuf, Bytes)> {

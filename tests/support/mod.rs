@@ -5,6 +5,7 @@
 pub mod dns_client;
 pub mod http1;
 pub mod pebble;
+pub mod recorder;
 pub mod servers;
 pub mod tls_client;
 

@@ -322,6 +322,7 @@ where
     async fn handle_new_request(
         &self,
         mut downstream_session: Box<HttpSession>,
+        reused: bool,
     ) -> Option<Box<HttpSession>>
     where
         SV: ProxyHttp + Send + Sync,
@@ -329,9 +330,19 @@ where
     {
         // phase 1 read request header
 
+        // Headland patch: a deadline for the whole request header (slowloris), answered 408.
+        let header_timeout = self.inner.request_header_timeout(reused);
+        let read_request = async {
+            match header_timeout {
+                Some(limit) => time::timeout(limit, downstream_session.read_request())
+                    .await
+                    .unwrap_or_else(|_| Error::e_explain(ReadTimedout, "request header deadline")),
+                None => downstream_session.read_request().await,
+            }
+        };
         let res = tokio::select! {
             biased; // biased select is cheaper, and we don't want to drop already buffered requests
-            res = downstream_session.read_request() => { res }
+            res = read_request => { res }
             _ = self.await_shutdown() => {
                 // service shutting down, dropping the connection to stop more req from coming in
                 return None;
@@ -347,20 +358,24 @@ where
             }
             Err(mut e) => {
                 e.as_down();
-                if matches!(e.etype, InvalidHTTPHeader) {
+                // Headland patch: the status a malformed or oversized header deserves (RFC 9110
+                // §15.5.15 414, RFC 6585 §5 431, RFC 9110 §15.5.9 408), not always 400.
+                if let Some((status, reason)) = request_header_error_status(&e) {
+                    self.inner.request_header_rejected(status, reason);
                     debug!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
                     downstream_session
-                        .respond_error(400)
+                        .respond_error(status)
                         .await
                         .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
+                            debug!("failed to send error response to downstream: {e}");
                         });
                 } else {
-                    // otherwise the connection must be broken, no need to send anything
-                    error!(
+                    // otherwise the connection must be broken, no need to send anything.
+                    // Headland patch: a client that goes away is routine, not an error.
+                    debug!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
@@ -1439,7 +1454,7 @@ where
     ) {
         debug!("starting subrequest");
 
-        let mut session = match self.handle_new_request(session).await {
+        let mut session = match self.handle_new_request(session, false).await {
             Some(downstream_session) => Session::new(
                 downstream_session,
                 &self.downstream_modules,
@@ -1564,11 +1579,12 @@ where
     ) -> Option<ReusedHttpStream> {
         // Extract user context from the previous request before the session is moved into the Box
         let prev_user_ctx = session.take_connection_user_context();
+        let reused = prev_user_ctx.is_some();
 
         let session = Box::new(session);
 
         // TODO: keepalive pool, use stack
-        let mut session = match self.handle_new_request(session).await {
+        let mut session = match self.handle_new_request(session, reused).await {
             Some(downstream_session) => Session::new(
                 downstream_session,
                 &self.downstream_modules,
@@ -1627,6 +1643,34 @@ where
     }
 
     // TODO implement h2_options
+}
+
+/// Headland patch: the status and reason for an error reading a request header, or `None`
+/// when the connection is broken and nothing can be sent.
+fn request_header_error_status(e: &Error) -> Option<(u16, &'static str)> {
+    let context = e.context.as_ref().map(|c| c.as_str()).unwrap_or_default();
+    match e.etype {
+        // `http::Uri` holds at most 65534 bytes; a longer target fails to parse.
+        InvalidHTTPHeader
+            if context.starts_with("invalid uri") && context.len() > u16::MAX as usize =>
+        {
+            Some((414, "uri_length"))
+        }
+        InvalidHTTPHeader if context.starts_with("Request header larger than") => {
+            Some((431, "header_size"))
+        }
+        // httparse's `Error::TooManyHeaders`, by its text: this crate does not depend on httparse.
+        InvalidHTTPHeader
+            if e.cause
+                .as_ref()
+                .is_some_and(|c| c.to_string() == "too many headers") =>
+        {
+            Some((431, "header_count"))
+        }
+        InvalidHTTPHeader => Some((400, "malformed_header")),
+        ReadTimedout if context == "request header deadline" => Some((408, "header_timeout")),
+        _ => None,
+    }
 }
 
 use pingora_core::services::listening::{RuntimeOptsOverride, Service};

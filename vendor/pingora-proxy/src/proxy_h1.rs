@@ -491,7 +491,10 @@ where
         let buffer = session.as_ref().get_retry_buffer();
 
         // retry, send buffer if it exists or body empty
-        if buffer.is_some() || session.as_mut().is_body_empty() {
+        // Headland patch: also when a filter already read the whole body (request_filter
+        // buffering it before the upstream is chosen): `request_body_filter` then gets one
+        // call with no data and end of stream, and supplies the body it kept.
+        if buffer.is_some() || session.as_mut().is_body_empty() || downstream_state.is_done() {
             let send_permit = tx
                 .reserve()
                 .await

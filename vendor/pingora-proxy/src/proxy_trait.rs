@@ -543,6 +543,21 @@ pub trait ProxyHttp {
     ) {
     }
 
+    /// Headland patch: the longest a client may take to send a whole request header; past it
+    /// the client gets 408 and the connection closes (nginx's `client_header_timeout`).
+    /// `reused` is true on a kept-alive HTTP/1.x connection (one whose previous request's
+    /// [`Self::persist_connection_context`] returned a value), where the wait also covers the
+    /// idle time before the request starts. Default: `None`, only per-read timeouts apply.
+    fn request_header_timeout(&self, _reused: bool) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Headland patch: called when a request is answered with an error before any filter
+    /// runs, because its header broke a limit or did not parse: `status` is what the client
+    /// got (400, 408, 414 or 431), `reason` which check failed (`malformed_header`,
+    /// `header_timeout`, `uri_length`, `header_size`, `header_count`). For metrics.
+    fn request_header_rejected(&self, _status: u16, _reason: &'static str) {}
+
     /// A value of true means that the log message will be suppressed. The default value is false.
     ///
     /// See also: [`Self::suppress_proxy_warn_log`].
