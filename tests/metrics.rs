@@ -75,9 +75,11 @@ upstream = "dead"
             _ => 0.0,
         })
         .sum();
+    assert_eq!(routed, 6.0, "every request is counted, the unrouted one too");
     assert_eq!(
-        routed, 5.0,
-        "unrouted requests have no route label to count under"
+        m.value(requests, &[("route", ""), ("upstream", ""), ("code", "404")]),
+        Some(1.0),
+        "the unrouted request, under an empty route label"
     );
     assert_eq!(
         m.value(

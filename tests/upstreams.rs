@@ -134,15 +134,21 @@ async fn static_fallback_answers_when_the_whole_pool_is_down() {
         placeholder.display()
     ));
     let page = get(proxy.http, "admin.test", "/dashboard/settings").await;
-    assert_eq!(page.status, 200);
+    // A maintenance page says the service is unavailable; its stylesheet is an ordinary file.
+    assert_eq!(page.status, 503);
+    assert_eq!(page.header("retry-after"), Some("5"));
     assert_eq!(page.text(), "<h1>back soon</h1>");
     assert_eq!(page.header("x-headland-fallback"), Some("static"));
     assert_eq!(page.header("cache-control"), Some("no-store"));
     let css = get(proxy.http, "admin.test", "/css/site.css").await;
+    assert_eq!(css.status, 200);
     assert_eq!(css.text(), "h1{}");
     assert!(css.header("content-type").unwrap().starts_with("text/css"));
-    // No way out of the directory.
+    // No way out of the directory: a path above the root is refused before routing, and
+    // an encoded separator is not one.
     let escape = get(proxy.http, "admin.test", "/../../etc/passwd").await;
+    assert_eq!(escape.status, 400);
+    let escape = get(proxy.http, "admin.test", "/x%2F..%2F..%2Fetc/passwd").await;
     assert_eq!(escape.text(), "<h1>back soon</h1>");
     std::fs::remove_dir_all(placeholder).unwrap();
 }

@@ -129,7 +129,7 @@ pub fn instructions(addrs: DemoAddrs) -> String {
          \x20 {api}        # Kong gateway\n\
          \x20 {admin_host}            # Docker service\n\
          \x20 {swarm}  # path prefix /swarm/ stripped\n\
-         \x20 {status}         # pool down: static placeholder\n\
+         \x20 {status}         # pool down: the static placeholder, 503 + Retry-After\n\
          \x20 {redirect}     # 301 to https://example.com/pricing\n\
          \x20 {unknown}             # no route: 404\n\
          \x20 curl --http2-prior-knowledge -H 'Host: app.example.com' http://{http}/   # HTTP/2 (h2c)\n\

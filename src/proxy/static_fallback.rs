@@ -2,9 +2,11 @@
 //! `fallback.static_dir` answer GET and HEAD instead of an error page. Unknown paths get the
 //! directory's `index.html`, so every URL of the app shows the placeholder.
 //!
-//! The status is the route's `fallback.status`, 503 with `Retry-After` by default, as a
-//! maintenance page should be: a 200 would tell API clients, health probes and caches that
-//! all is well, and metrics would count an outage as success.
+//! The page (`index.html`, for whatever path it stands in) is sent with the route's
+//! `fallback.status`, 503 with `Retry-After` by default, as a maintenance page should be: a
+//! 200 would tell API clients, health probes and caches that all is well, and metrics would
+//! count an outage as success. The page's own assets (stylesheets, images) keep 200, since
+//! browsers do not use a stylesheet or script that came with an error status.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +17,8 @@ use pingora::proxy::Session;
 /// Placeholders are small pages; refuse to load anything large into memory.
 const MAX_FILE_BYTES: u64 = 8 << 20;
 
-/// Serves `request_path` from `dir` with `status` (and `retry_after` seconds on a 5xx).
+/// Serves `request_path` from `dir`: the page with `status` (and `retry_after` seconds on a
+/// 5xx), its assets with 200.
 /// Returns the status sent, or `None` when the method is not GET or HEAD or the directory has
 /// nothing to serve (the caller then sends its error response).
 pub async fn serve(
@@ -34,6 +37,8 @@ pub async fn serve(
         Some(found) => found,
         None => read(dir, "/index.html").await?,
     };
+    let is_page = path.file_name().is_some_and(|name| name == "index.html");
+    let status = if is_page { status } else { 200 };
     let mut header = ResponseHeader::build(status, Some(6)).ok()?;
     if status >= 500 {
         header
