@@ -716,6 +716,14 @@ impl ProxyHttp for HeadlandProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let status = failure::status_for(e);
+        if status == 408 {
+            // A streamed body whose client stalled past `body_timeout` (buffered bodies are
+            // counted where they are read).
+            self.metrics
+                .limit_rejections
+                .with_label_values(&["body_timeout"])
+                .inc();
+        }
         let upstream_failed =
             *e.esource() == ErrorSource::Upstream || matches!(e.etype(), ErrorType::ConnectNoRoute);
         if upstream_failed && session.response_written().is_none() {
