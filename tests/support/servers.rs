@@ -98,10 +98,13 @@ impl SwitchableUpstream {
 }
 
 /// The real echo upstream on its own runtime, so that killing it closes every socket it
-/// has, listening and established, as a crashed process would.
+/// has, listening and established, as a crashed process would. A placeholder socket keeps
+/// the port bound without listening: after the kill, connections are refused, and no other
+/// test's server can start on the port and bring the "dead" server back (see `ports`).
 pub struct KillableUpstream {
     pub addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
+    _placeholder: socket2::Socket,
 }
 
 impl KillableUpstream {
@@ -111,8 +114,7 @@ impl KillableUpstream {
             .enable_all()
             .build()
             .unwrap();
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
+        let (std_listener, placeholder) = super::ports::listener_with_placeholder();
         let addr = std_listener.local_addr().unwrap();
         let name = name.to_owned();
         runtime.spawn(async move {
@@ -122,6 +124,7 @@ impl KillableUpstream {
         Self {
             addr,
             runtime: Some(runtime),
+            _placeholder: placeholder,
         }
     }
 
