@@ -199,11 +199,14 @@ async fn a_forced_renewal_replaces_the_certificate_without_dropping_requests() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // How many different certificates the loop has been served, in turn.
+    let seen = Arc::new(AtomicUsize::new(0));
     let client = {
-        let (stop, ok, failed, root, https) = (
+        let (stop, ok, failed, seen, root, https) = (
             stop.clone(),
             ok.clone(),
             failed.clone(),
+            seen.clone(),
             setup.root.clone(),
             setup.https,
         );
@@ -218,6 +221,7 @@ async fn a_forced_renewal_replaces_the_certificate_without_dropping_requests() {
                         ok.fetch_add(1, Ordering::SeqCst);
                         if served.last() != Some(&cert) {
                             served.push(cert);
+                            seen.store(served.len(), Ordering::SeqCst);
                         }
                     }
                     _ => {
@@ -228,7 +232,8 @@ async fn a_forced_renewal_replaces_the_certificate_without_dropping_requests() {
             served
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Counted progress instead of fixed sleeps: the loop is running before the renewal...
+    wait_until(&ok, 1, "the loop's first answer").await;
     assert_eq!(renew(&setup.proxy).await, 202);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -239,7 +244,9 @@ async fn a_forced_renewal_replaces_the_certificate_without_dropping_requests() {
         assert!(Instant::now() < deadline, "the renewal was never issued");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ... and keeps running until it has been served the new certificate.
+    wait_until(&seen, 2, "the new certificate served to the loop").await;
+    wait_until(&ok, 11, "eleven answers").await;
     stop.store(true, Ordering::SeqCst);
     let served = client.await.unwrap();
     assert_eq!(
@@ -254,6 +261,15 @@ async fn a_forced_renewal_replaces_the_certificate_without_dropping_requests() {
         2,
         "the loop saw the old and then the new certificate"
     );
+}
+
+/// Waits (bounded) until `counter` reaches `n`.
+async fn wait_until(counter: &AtomicUsize, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -103,8 +103,10 @@ upstream = "app"
     // Eight clients in parallel, each request held 10 ms by the upstream, so the kill lands
     // while requests are in flight on the doomed server as well as between them.
     let http = proxy.http;
+    let doomed_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..8)
         .map(|worker| {
+            let doomed_count = std::sync::Arc::clone(&doomed_count);
             tokio::spawn(async move {
                 let mut by_doomed = 0;
                 for i in 0..60 {
@@ -117,13 +119,23 @@ upstream = "app"
                         "worker {worker} request {i}: {}",
                         response.text()
                     );
-                    by_doomed += usize::from(response.served_by() == "doomed");
+                    if response.served_by() == "doomed" {
+                        by_doomed += 1;
+                        doomed_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                 }
                 by_doomed
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill once the doomed server has taken its share, however slow the machine: a fixed
+    // sleep here was a guess at when that would be. About 40 of the 480 requests are done
+    // by then, so the kill still lands with most of them to go.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while doomed_count.load(std::sync::atomic::Ordering::SeqCst) <= 20 {
+        assert!(Instant::now() < deadline, "the doomed server got no share");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     doomed.kill();
     let mut served_by_doomed = 0;
     for worker in workers {
