@@ -145,14 +145,16 @@ upstream = "app"
         served_by_doomed > 20,
         "the doomed server took its share before dying"
     );
-    let metrics = proxy.metrics().await;
+    // Headland noticed the death. Not asserted through connect errors: the requests in
+    // flight at the kill fail on pooled connections, and those failures alone may eject the
+    // server before any request opens a new connection to it (seen under load). The health
+    // checks take it down in every ordering.
     let doomed_label = doomed.addr.to_string();
-    assert!(
-        metrics.count(
-            "headland_upstream_connect_errors_total",
-            &[("server", doomed_label.as_str())]
-        ) >= 1.0
-    );
+    let labels = [("upstream", "app"), ("server", doomed_label.as_str())];
+    scrape_until(&proxy, "the killed server down", |m| {
+        m.value(UP, &labels) == Some(0.0)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -56,6 +56,19 @@ fn child_log_filter() -> String {
         .unwrap_or_else(|_| "warn,pingora_core::server::transfer_fd=off".into())
 }
 
+/// Whether process `pid` has a handler for SIGHUP: bit 0 (signal 1) of the `SigCgt` mask
+/// in /proc/PID/status (proc(5)).
+fn catches_sighup(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 == 1)
+}
+
 /// The `[listen]` addresses of a configuration text that a test may have reserved.
 struct ListenAddresses {
     https: Vec<SocketAddr>,
@@ -202,19 +215,28 @@ impl Headland {
         panic!("headland did not start in {START_ATTEMPTS} attempts (see stderr above)");
     }
 
-    /// Waits for the admin health endpoint; false if the process died or `deadline` passed.
-    /// The admin and HTTP listeners were handed over, so no other process can be answering
-    /// on them; the HTTP listener queues connections until the proxy service accepts.
+    /// Waits for the admin health endpoint and for SIGHUP to be caught; false if the process
+    /// died or `deadline` passed. The admin and HTTP listeners were handed over, so no other
+    /// process can be answering on them; the HTTP listener queues connections until the
+    /// proxy service accepts.
+    ///
+    /// SIGHUP: its default action ends the process, and Headland catches it only once its
+    /// reload service has started, which on a loaded machine can come after the admin API.
+    /// Tests (and `headland reload` without a token) send it right after the start.
     fn wait_ready(&mut self, deadline: Instant) -> bool {
+        let mut admin_up = false;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if http1::get_blocking(self.admin, "admin", "/healthz").is_some_and(|r| r.status == 200)
-            {
+            admin_up = admin_up
+                || http1::get_blocking(self.admin, "admin", "/healthz")
+                    .is_some_and(|r| r.status == 200);
+            if admin_up && catches_sighup(self.child.id()) {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            // Polling a condition, bounded by the deadline.
+            std::thread::sleep(Duration::from_millis(20));
         }
         false
     }

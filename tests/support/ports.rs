@@ -52,7 +52,9 @@ static REFUSING: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
 
 /// A loopback port reserved for this test process, in TCP and UDP (see the module comment):
 /// give it to Headland's `[listen]` section (`Headland::start` hands it over), to `headland
-/// demo`, or to pebble. Nothing else can take it; `bind(…:0)` never returns it.
+/// demo`, or to pebble. Nothing else can take it; `bind(…:0)` never returns it. A TCP
+/// listener of the test's own can bind it too (std and tokio set SO_REUSEADDR); for a UDP
+/// socket of its own, a test binds 127.0.0.1:0 instead.
 pub fn free_port() -> u16 {
     // Candidates whose UDP twin was busy stay bound until the end, so that the next
     // `bind(…:0)` cannot offer the same number again.
