@@ -359,16 +359,6 @@ fn check_admin_exposure(
     );
 }
 
-/// `dns.rs` still resolves its paths through this name; it is the shared field parser's.
-pub(super) fn non_empty_path(
-    path: &Spanned<String>,
-    key: &str,
-    base_dir: &Path,
-    sink: &mut ErrorSink<'_>,
-) -> Option<PathBuf> {
-    Scope::default().path(key, path, base_dir, sink)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{parse, Fallback, HttpLimits};
