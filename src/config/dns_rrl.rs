@@ -10,7 +10,6 @@ use toml::Spanned;
 use super::error::ErrorSink;
 use super::field::{Limits, Scope};
 use super::raw::RawDnsRateLimit;
-use super::validate::network;
 use crate::dns::RrlSpec;
 
 /// BIND accepts 0 to 1000 responses per second.
@@ -36,7 +35,7 @@ pub fn rate_limit(raw: Option<&Spanned<RawDnsRateLimit>>, sink: &mut ErrorSink<'
             let examples = "\"192.0.2.0/24\" or \"2001:db8::/32\"";
             exempt
                 .iter()
-                .filter_map(|cidr| network(cidr, "dns.rate_limit exempt", examples, sink))
+                .filter_map(|cidr| scope.network("exempt", cidr, examples, sink))
                 .collect()
         }
         None => default.exempt,

@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::HeaderName;
-use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{ErrorSink, LocatedErrors};
-use super::field::{self, Limits, Scope};
+use super::field::{Limits, Scope};
 use super::raw::{RawConfig, RawListen, RawNode};
 use super::{
     AccessLogOutput, ClientIpConfig, ClientIpHeader, Config, ListenConfig, NodeConfig,
@@ -269,9 +268,9 @@ fn client_ip(raw: &RawConfig, sink: &mut ErrorSink<'_>) -> ClientIpConfig {
         .trusted_proxies
         .iter()
         .filter_map(|cidr| {
-            network(
-                cidr,
+            Scope::new("client_ip.").network(
                 "trusted_proxies",
+                cidr,
                 "\"173.245.48.0/20\" or \"2400:cb00::/32\"",
                 sink,
             )
@@ -296,40 +295,6 @@ fn client_ip(raw: &RawConfig, sink: &mut ErrorSink<'_>) -> ClientIpConfig {
     ClientIpConfig {
         trusted_proxies,
         header,
-    }
-}
-
-/// A network written as a CIDR (or a bare address, one host) in the list `key`; with host
-/// bits set or unreadable, an error naming `key` and showing `examples`.
-pub(super) fn network(
-    cidr: &Spanned<String>,
-    key: &str,
-    examples: &str,
-    sink: &mut ErrorSink<'_>,
-) -> Option<IpNet> {
-    match field::cidr(cidr.get_ref()) {
-        Some(net) if net.trunc() != net => {
-            sink.at(
-                cidr.span(),
-                format!(
-                    "CIDR \"{}\" has host bits set (did you mean \"{}\"?)",
-                    cidr.get_ref(),
-                    net.trunc()
-                ),
-            );
-            None
-        }
-        Some(net) => Some(net),
-        None => {
-            sink.at(
-                cidr.span(),
-                format!(
-                    "invalid CIDR \"{}\" in {key} (expected e.g. {examples})",
-                    cidr.get_ref()
-                ),
-            );
-            None
-        }
     }
 }
 
