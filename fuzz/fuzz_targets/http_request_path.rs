@@ -114,9 +114,9 @@ fn check_path(path: &str, merge: bool) {
             Ok(out.as_str()),
             "not idempotent"
         );
-        assert_eq!(
-            out.contains('\0'),
-            path.contains('\0'),
+        // A NUL may only come from a literal one (a `..` can remove it); `%00` stays encoded.
+        assert!(
+            !out.contains('\0') || path.contains('\0'),
             "%00 was decoded: {out:?}"
         );
     }
