@@ -49,7 +49,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let transport = if tcp { Transport::Tcp } else { Transport::Udp };
 
-    let (reply, outcome) = respond(view(), &up, query, src, transport);
+    let response = respond(view(), &up, query, src, transport);
+    let (reply, outcome) = (response.bytes, response.outcome);
 
     assert!(!outcome.rcode.is_empty());
     assert_eq!(reply.is_none(), outcome.rcode == "dropped", "{outcome:?}");
