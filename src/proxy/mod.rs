@@ -200,6 +200,9 @@ impl ProxyHttp for HeadlandProxy {
         // Between two reads of the request body, buffered or streamed (nginx's
         // client_body_timeout); past it the client gets 408.
         session.set_read_timeout(Some(limits.body_timeout));
+        // A client that stops taking the response (nginx's send_timeout) would otherwise
+        // hold its connection and the upstream's for as long as it likes.
+        session.set_write_timeout(Some(limits.send_timeout));
         self.route_request(session, ctx).await
     }
 
@@ -444,9 +447,17 @@ impl ProxyHttp for HeadlandProxy {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(gauge) = ctx.route_in_flight.take() {
             gauge.dec();
+        }
+        if e.is_some_and(|e| {
+            e.etype() == &ErrorType::WriteTimedout && e.esource() == &ErrorSource::Downstream
+        }) {
+            self.metrics
+                .limit_rejections
+                .with_label_values(&["send_timeout"])
+                .inc();
         }
         let route = self.route(ctx);
         let pool = self.pool(ctx);
