@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod acme;
 pub mod admin;
 pub mod client_ip;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod dns;

@@ -16,6 +16,7 @@ use pingora::services::listening::Service;
 use crate::access_log::AccessLog;
 use crate::acme::{Acme, AcmeService};
 use crate::admin::AdminApp;
+use crate::cluster::{Cluster, ClusterService};
 use crate::config::Config;
 use crate::dns::service::{DnsService, DnsSockets};
 use crate::metrics::Metrics;
@@ -56,6 +57,8 @@ pub enum StartError {
         #[source]
         error: std::io::Error,
     },
+    #[error("cannot set up the cluster: {0}")]
+    Cluster(#[source] crate::cluster::ClusterError),
 }
 
 /// Builds every service and runs until a shutdown signal; does not return on success.
@@ -69,6 +72,14 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     let h2_idle_timeout = config.http.keepalive_timeout;
     let watch_config = config.node.watch_config;
     let threads = config.node.threads;
+    // `[cluster]` is read at start only, as the listeners are: a reload keeps the cluster.
+    let region = config.node.region.clone();
+    let cluster = match &config.cluster {
+        Some(cluster) => Some(Arc::new(
+            Cluster::new(cluster.clone(), &config.node.name).map_err(StartError::Cluster)?,
+        )),
+        None => None,
+    };
     let server_conf = server_conf(&config);
     if let Err(error) = pid_file::write(&config.node.state_dir) {
         tracing::warn!(%error, dir = %config.node.state_dir.display(), "cannot write the pid file; `headland reload` will need the admin API");
@@ -185,8 +196,18 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     };
     server.add_service(background_service("health checks", health));
 
-    let certificates =
-        AcmeService::new(acme, Arc::clone(&snapshots), Arc::clone(&metrics), webhooks);
+    if let Some(cluster) = &cluster {
+        let service =
+            ClusterService::new(Arc::clone(cluster), Arc::clone(&acme), region.as_deref());
+        server.add_service(background_service("cluster", service));
+    }
+    let certificates = AcmeService::new(
+        acme,
+        Arc::clone(&snapshots),
+        Arc::clone(&metrics),
+        webhooks,
+        cluster,
+    );
     server.add_service(background_service("certificates", certificates));
 
     let housekeeping = LimiterHousekeeping {

@@ -30,24 +30,19 @@ impl Failures {
         let Ok(json) = std::fs::read(&path) else {
             return Self::default();
         };
-        let latest = now.checked_add(schedule::MAX_WAIT);
-        match serde_json::from_slice::<Self>(&json) {
-            Ok(failures)
-                if failures
-                    .not_before_time()
-                    .is_some_and(|at| latest.is_some_and(|latest| at <= latest)) =>
-            {
-                failures
-            }
-            Ok(failures) => {
-                tracing::warn!(path = %path.display(), not_before = failures.not_before, "failures file holds a back-off time out of range; ignoring it as corrupt");
-                Self::default()
-            }
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "failures file is unreadable; ignoring it as corrupt");
-                Self::default()
-            }
-        }
+        Self::from_json(&json, now).unwrap_or_else(|| {
+            tracing::warn!(path = %path.display(), "failures file is unreadable or holds a back-off time out of range; ignoring it as corrupt");
+            Self::default()
+        })
+    }
+
+    /// Failures as `failed` writes them (to disk or etcd); `None` when unreadable or out of
+    /// range.
+    pub fn from_json(json: &[u8], now: SystemTime) -> Option<Self> {
+        let latest = now.checked_add(schedule::MAX_WAIT)?;
+        serde_json::from_slice::<Self>(json)
+            .ok()
+            .filter(|f| f.not_before_time().is_some_and(|at| at <= latest))
     }
 
     /// `not_before` as a time; `None` when the clock cannot represent it.

@@ -1,6 +1,9 @@
 //! Certificates obtained and renewed over ACME (RFC 8555), and the status of every
 //! certificate the node serves.
 //!
+//! In a cluster (`shared`), the nodes take turns through an etcd lock per certificate: one
+//! orders, every node answers its challenges, and every node loads what it stored.
+//!
 //! One background task owns all ACME work: on start and after every reload it loads what
 //! `state_dir` already holds (a restart never re-orders a valid certificate), orders what is
 //! missing, and sleeps until the next renewal, renewal-information check or retry. The
@@ -14,10 +17,12 @@ mod failures;
 mod order;
 pub mod report;
 mod schedule;
+pub mod shared;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +33,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::{AcmeConfig, Config};
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotCell;
@@ -61,6 +67,12 @@ pub enum AcmeError {
     BadStoredCertificate { path: PathBuf, reason: String },
     #[error("stored ACME account is unreadable: {0}")]
     BadAccount(#[source] serde_json::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[source] ClusterError),
+    #[error("[cluster] has no seal_key_file: keys cannot be shared")]
+    NoSealKey,
+    #[error("certificate in etcd at {key} is unusable: {reason}")]
+    BadSharedCertificate { key: String, reason: String },
 }
 
 /// What the proxy, the SNI resolver and the admin API share with the ACME task.
@@ -73,6 +85,8 @@ pub struct Acme {
     /// Certificates an operator asked to renew now (by first name).
     renew_requests: Mutex<BTreeSet<String>>,
     wake: tokio::sync::Notify,
+    /// Set when an order lock was released in the cluster: nodes waiting for it look again.
+    lock_released: AtomicBool,
 }
 
 /// One certificate as `headland certs` shows it.
@@ -100,6 +114,8 @@ pub struct AcmeService {
     webhooks: Arc<Webhooks>,
     /// Names with an expiry gauge, so that a name no longer served loses its series.
     expiry_names: Mutex<BTreeSet<String>>,
+    /// The cluster the node orders through, if any.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// One managed certificate's state in the task.
@@ -111,7 +127,13 @@ struct Entry {
     renew_at: Option<SystemTime>,
     next_ari_check: SystemTime,
     pending: bool,
+    /// In a cluster, another node holds the order lock: look again then (its certificate
+    /// wakes the task sooner).
+    lock_retry_at: Option<SystemTime>,
 }
+
+/// How long a node waits before trying again a lock another node holds.
+const LOCK_RETRY: Duration = Duration::from_secs(30);
 
 // === impl AcmeError ===
 
@@ -150,6 +172,18 @@ impl Acme {
         Ok(())
     }
 
+    /// Makes the task look at its certificates now (a certificate changed in the cluster).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// An order lock was released (its order ended, or its node's lease did): certificates
+    /// waiting for a lock are looked at again now rather than at their next retry.
+    pub fn lock_released(&self) {
+        self.lock_released.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
     fn take_renewal_requests(&self) -> BTreeSet<String> {
         self.renew_requests
             .lock()
@@ -177,6 +211,11 @@ impl BackgroundService for AcmeService {
             let wake = match &snapshot.config.acme {
                 Some(acme) => {
                     sync_entries(&mut entries, acme, &store);
+                    if self.acme.lock_released.swap(false, Ordering::SeqCst) {
+                        for entry in entries.values_mut() {
+                            entry.lock_retry_at = None;
+                        }
+                    }
                     for primary in self.acme.take_renewal_requests() {
                         if let Some(entry) = entries.get_mut(&primary) {
                             entry.renew_at = Some(SystemTime::now());
@@ -214,6 +253,7 @@ impl AcmeService {
         snapshots: Arc<SnapshotCell>,
         metrics: Arc<Metrics>,
         webhooks: Arc<Webhooks>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         Self {
             acme,
@@ -221,6 +261,7 @@ impl AcmeService {
             metrics,
             webhooks,
             expiry_names: Mutex::default(),
+            cluster,
         }
     }
 
@@ -233,14 +274,18 @@ impl AcmeService {
     ) {
         let primaries: Vec<String> = entries.keys().cloned().collect();
         for primary in primaries {
-            let now = SystemTime::now();
             let Some(entry) = entries.get_mut(&primary) else {
                 continue;
             };
+            if let Some(cluster) = &self.cluster {
+                self.adopt_shared(cluster, &primary, entry, store).await;
+            }
+            let now = SystemTime::now();
             if entry.next_action() > now {
                 continue;
             }
-            let account = match account::ensure_account(account, acme, store).await {
+            let cluster = self.cluster.as_deref();
+            let account = match account::ensure_account(account, acme, store, cluster).await {
                 Ok(account) => account,
                 Err(error) => {
                     self.failed(&primary, entry, store, &error);
@@ -253,6 +298,11 @@ impl AcmeService {
                     continue;
                 }
             }
+            if let Some(cluster) = cluster {
+                if !self.lock_for_order(cluster, &primary, entry, store).await {
+                    continue;
+                }
+            }
             entry.pending = true;
             self.publish(entries, &self.snapshots.load().config);
             let Some(entry) = entries.get_mut(&primary) else {
@@ -260,7 +310,77 @@ impl AcmeService {
             };
             self.renew(&primary, entry, &account, store, acme.challenge)
                 .await;
+            if let Some(cluster) = cluster {
+                shared::store_failures(cluster, &primary, &entry.failures).await;
+                shared::unlock(cluster, &primary).await;
+            }
         }
+    }
+
+    /// Loads the certificate another node stored in etcd, when it is newer than ours.
+    async fn adopt_shared(
+        &self,
+        cluster: &Cluster,
+        primary: &str,
+        entry: &mut Entry,
+        store: &CertStore,
+    ) {
+        let current = entry.current.as_ref();
+        match shared::newer_certificate(cluster, primary, &entry.names, current, store).await {
+            Ok(Some(stored)) => {
+                tracing::info!(certificate = primary, serial = %stored.facts.serial, "certificate loaded from the cluster");
+                entry.renew_at = Some(schedule::renew_at_third_left(&stored.facts));
+                entry.current = Some(stored);
+                entry.failures = Failures::default();
+                entry.lock_retry_at = None;
+                let _ = std::fs::remove_file(store.failures_path(primary));
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, certificate = primary, "cannot load the certificate from the cluster; serving what state_dir holds")
+            }
+        }
+    }
+
+    /// Takes the cluster's order lock for `primary`; false (and a time to look again) when
+    /// another node holds it, etcd is away, or the other nodes' back-off still runs.
+    async fn lock_for_order(
+        &self,
+        cluster: &Cluster,
+        primary: &str,
+        entry: &mut Entry,
+        store: &CertStore,
+    ) -> bool {
+        let now = SystemTime::now();
+        match shared::try_lock(cluster, primary).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(
+                    certificate = primary,
+                    "another node is ordering this certificate"
+                );
+                entry.lock_retry_at = Some(now + LOCK_RETRY);
+                return false;
+            }
+            Err(error) => {
+                tracing::warn!(%error, certificate = primary, "cannot take the order lock; not ordering while etcd is away");
+                entry.lock_retry_at = Some(now + LOCK_RETRY);
+                return false;
+            }
+        }
+        entry.lock_retry_at = None;
+        // The node that held the lock before may have just finished or failed.
+        self.adopt_shared(cluster, primary, entry, store).await;
+        if let Ok(Some(failures)) = shared::load_failures(cluster, primary).await {
+            if failures.not_before > entry.failures.not_before {
+                entry.failures = failures;
+            }
+        }
+        if entry.next_action() > SystemTime::now() {
+            shared::unlock(cluster, primary).await;
+            return false;
+        }
+        true
     }
 
     /// Orders a certificate for `entry` and puts it in place, or records the failure.
@@ -274,14 +394,37 @@ impl AcmeService {
     ) {
         let replaces = entry.current.as_ref().and_then(|c| c.facts.ari_id.clone());
         tracing::info!(certificate = primary, names = ?entry.names, "ordering a certificate");
+        let mut shared_challenges = self.cluster.as_deref().map(shared::SharedChallenges::new);
         let publish = order::Publish {
             kind: challenge,
-            http01: &self.acme.tokens,
-            dns01: &self.acme.dns01,
+            acme: &self.acme,
         };
-        let result = order::obtain(account, &entry.names, replaces, publish)
-            .await
-            .and_then(|issued| store.save_certificate(primary, &issued.key_pem, &issued.chain_pem));
+        let issued = order::obtain(
+            account,
+            &entry.names,
+            replaces,
+            publish,
+            shared_challenges.as_mut(),
+        )
+        .await;
+        if let Some(challenges) = shared_challenges {
+            challenges.clear().await;
+        }
+        let result = match (issued, self.cluster.as_deref()) {
+            (Ok(issued), Some(cluster)) => {
+                // Stored for the other nodes first: a certificate only this node has would
+                // be ordered again by the next node to take the lock.
+                match shared::store_certificate(cluster, primary, &issued).await {
+                    Ok(()) => Ok(issued),
+                    Err(error) => {
+                        tracing::error!(%error, certificate = primary, "issued certificate not stored in etcd; other nodes will not serve it");
+                        Ok(issued)
+                    }
+                }
+            }
+            (issued, _) => issued,
+        }
+        .and_then(|issued| store.save_certificate(primary, &issued.key_pem, &issued.chain_pem));
         entry.pending = false;
         match result {
             Ok(stored) => {
@@ -484,6 +627,7 @@ impl Entry {
             failures,
             next_ari_check: SystemTime::now(),
             pending: false,
+            lock_retry_at: None,
         }
     }
 
@@ -499,7 +643,9 @@ impl Entry {
             (Some(_), Some(renew_at)) => renew_at.min(self.next_ari_check),
             _ => UNIX_EPOCH,
         };
-        wanted.max(after_backoff)
+        wanted
+            .max(after_backoff)
+            .max(self.lock_retry_at.unwrap_or(UNIX_EPOCH))
     }
 
     fn status(&self) -> CertStatus {
@@ -568,6 +714,7 @@ mod tests {
             renew_at: None,
             next_ari_check: SystemTime::now(),
             pending: false,
+            lock_retry_at: None,
         };
         assert_eq!(entry.next_action(), UNIX_EPOCH);
         let _ = entry.status();

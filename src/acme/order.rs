@@ -10,7 +10,7 @@ use instant_acme::{
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256};
 
-use super::challenge::{Dns01Records, Http01Tokens};
+use super::shared::{ChallengeKey, SharedChallenges};
 use super::AcmeError;
 use crate::config::AcmeChallenge;
 
@@ -45,27 +45,27 @@ pub struct Issued {
 }
 
 /// Where challenge answers are published: the proxy (HTTP-01) or the DNS server (DNS-01).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Publish<'a> {
     pub kind: AcmeChallenge,
-    pub http01: &'a Http01Tokens,
-    pub dns01: &'a Dns01Records,
+    pub acme: &'a super::Acme,
 }
 
 /// Removes the challenge answers it was given when the attempt ends, however it ends.
 struct PublishedTokens<'a> {
     to: Publish<'a>,
-    /// (token or `_acme-challenge` name, value)
-    published: Vec<(String, String)>,
+    published: Vec<(ChallengeKey, String)>,
 }
 
 /// Obtains a certificate for `names`. `replaces` names the certificate this one renews, so
-/// that a CA with ARI treats it as a renewal (exempt from rate limits).
+/// that a CA with ARI treats it as a renewal (exempt from rate limits). In a cluster,
+/// `shared` puts each challenge answer in etcd too, for the nodes the CA may reach instead.
 pub async fn obtain(
     account: &Account,
     names: &[String],
     replaces: Option<CertificateIdentifier<'static>>,
     to: Publish<'_>,
+    mut shared: Option<&mut SharedChallenges<'_>>,
 ) -> Result<Issued, AcmeError> {
     let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
     let mut order = place(account, &identifiers, replaces).await?;
@@ -74,8 +74,16 @@ pub async fn obtain(
         published: Vec::new(),
     };
     let mut reported = HashSet::new();
-    retry_bad_nonce!(answer_challenges(&mut order, &mut published, &mut reported).await)
-        .map_err(|e| AcmeError::acme("answering challenges", e))?;
+    retry_bad_nonce!(
+        answer_challenges(
+            &mut order,
+            &mut published,
+            &mut reported,
+            shared.as_deref_mut()
+        )
+        .await
+    )
+    .map_err(|e| AcmeError::acme("answering challenges", e))?;
     let status = retry_bad_nonce!(order.poll_ready(&POLL).await)
         .map_err(|e| AcmeError::acme("waiting for validation", e))?;
     if status != OrderStatus::Ready {
@@ -131,6 +139,7 @@ async fn answer_challenges(
     order: &mut Order,
     published: &mut PublishedTokens<'_>,
     reported: &mut HashSet<String>,
+    mut shared: Option<&mut SharedChallenges<'_>>,
 ) -> Result<(), instant_acme::Error> {
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
@@ -160,12 +169,26 @@ async fn answer_challenges(
             continue;
         }
         let key_authorization = challenge.key_authorization();
-        match kind {
-            AcmeChallenge::Http01 => published.add(&challenge.token, key_authorization.as_str()),
-            AcmeChallenge::Dns01 => published.add(
-                &format!("_acme-challenge.{}", name.trim_start_matches("*.")),
-                &key_authorization.dns_value(),
+        let (key, value) = match kind {
+            AcmeChallenge::Http01 => (
+                ChallengeKey::Http01 {
+                    token: challenge.token.clone(),
+                },
+                key_authorization.as_str().to_owned(),
             ),
+            AcmeChallenge::Dns01 => (
+                ChallengeKey::Dns01 {
+                    name: format!("_acme-challenge.{}", name.trim_start_matches("*.")),
+                },
+                key_authorization.dns_value(),
+            ),
+        };
+        published.add(&key, &value);
+        if let Some(shared) = shared.as_deref_mut() {
+            shared
+                .publish(&key, &value)
+                .await
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
         }
         challenge.set_ready().await?;
         reported.insert(challenge.url.clone());
@@ -202,22 +225,16 @@ pub(super) fn is_bad_nonce(error: &instant_acme::Error) -> bool {
 // === impl PublishedTokens ===
 
 impl PublishedTokens<'_> {
-    fn add(&mut self, key: &str, value: &str) {
-        match self.to.kind {
-            AcmeChallenge::Http01 => self.to.http01.insert(key, value),
-            AcmeChallenge::Dns01 => self.to.dns01.insert(key, value),
-        }
-        self.published.push((key.to_owned(), value.to_owned()));
+    fn add(&mut self, key: &ChallengeKey, value: &str) {
+        key.publish(value, self.to.acme);
+        self.published.push((key.clone(), value.to_owned()));
     }
 }
 
 impl Drop for PublishedTokens<'_> {
     fn drop(&mut self) {
         for (key, value) in &self.published {
-            match self.to.kind {
-                AcmeChallenge::Http01 => self.to.http01.remove(key),
-                AcmeChallenge::Dns01 => self.to.dns01.remove(key, value),
-            }
+            key.withdraw(value, self.to.acme);
         }
     }
 }

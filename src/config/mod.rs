@@ -5,6 +5,7 @@
 //! produces errors while the running configuration keeps serving.
 
 mod acme;
+mod cluster;
 mod dns;
 mod dns_rrl;
 mod error;
@@ -28,6 +29,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use acme::{AcmeChallenge, AcmeConfig};
+pub use cluster::{ClusterConfig, ClusterTls};
 pub use dns::{DnsConfig, RegionConfig, RegionProbe};
 pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
 pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
@@ -64,6 +66,8 @@ pub struct Config {
     pub acme: Option<AcmeConfig>,
     /// `[geoip]`, `[regions]`, `[dns]`: the authoritative DNS server's data.
     pub dns: DnsConfig,
+    /// `[cluster]`: the etcd shared with the other nodes. Default: none (a node alone).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Bytes that must never reach a log line or an error message.

@@ -39,6 +39,7 @@ pub struct RawConfig {
     pub regions: BTreeMap<String, Spanned<RawRegion>>,
     #[serde(default)]
     pub dns: RawDns,
+    pub cluster: Option<Spanned<RawCluster>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +133,21 @@ pub struct RawAcme {
     pub contact: Option<Vec<Spanned<String>>>,
     pub challenge: Option<Spanned<String>>,
     pub ca_root: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub endpoints: Option<Vec<Spanned<String>>>,
+    pub prefix: Option<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub seal_key_file: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -80,6 +80,10 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         .acme
         .as_ref()
         .map(|acme| super::acme::acme(acme, &tls, &routes, (&listen, &dns), base_dir, &mut sink));
+    let cluster = raw
+        .cluster
+        .as_ref()
+        .map(|cluster| super::cluster::cluster(cluster, raw.acme.is_some(), base_dir, &mut sink));
     let admin_token =
         raw.listen.admin_token_file.as_ref().and_then(|file| {
             Scope::default().secret("admin_token_file", file, base_dir, &mut sink)
@@ -110,6 +114,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         tls,
         acme,
         dns,
+        cluster,
     })
 }
 

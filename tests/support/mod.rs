@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod dns_client;
+pub mod etcd;
 pub mod handover;
 pub mod http1;
 pub mod pebble;
@@ -32,6 +33,8 @@ pub struct Headland {
     child: Child,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// The HTTPS listener `start_node` made, if any.
+    pub https: Option<SocketAddr>,
     pub dir: PathBuf,
     /// The generated `[node]` and `[listen]` sections, kept for rewrites.
     preamble: String,
@@ -139,14 +142,61 @@ impl Headland {
     /// in the background while the readiness check connected to that upstream, and the test
     /// talked to the wrong server ("every key on one server").
     pub fn start_in(dir: PathBuf, body: &str, listen_extra: &str, node_extra: &str) -> Headland {
+        let http_listener = ports::loopback_listener();
+        Self::start_listening(
+            dir,
+            "test",
+            http_listener,
+            None,
+            body,
+            listen_extra,
+            node_extra,
+        )
+    }
+
+    /// One node of a cluster: named `name`, its HTTP and HTTPS listeners on `ip` (a loopback
+    /// address such as 127.0.0.21).
+    pub fn start_node(
+        name: &str,
+        ip: std::net::IpAddr,
+        body: &str,
+        listen_extra: &str,
+    ) -> Headland {
+        let bind = || {
+            let listener = StdListener::bind((ip, 0)).expect("bind a node listener");
+            listener.set_nonblocking(true).unwrap();
+            listener
+        };
+        let (http, https) = (bind(), bind());
+        Self::start_listening(
+            scratch_dir(),
+            name,
+            http,
+            Some(https),
+            body,
+            listen_extra,
+            "",
+        )
+    }
+
+    fn start_listening(
+        dir: PathBuf,
+        name: &str,
+        http_listener: StdListener,
+        https_listener: Option<StdListener>,
+        body: &str,
+        listen_extra: &str,
+        node_extra: &str,
+    ) -> Headland {
         std::fs::write(dir.join("admin.token"), format!("{TOKEN}\n")).unwrap();
         // Held until Headland is ready, so a retry can hand the same sockets over again.
-        let http_listener = ports::loopback_listener();
         let admin_listener = ports::loopback_listener();
         let http = http_listener.local_addr().unwrap();
         let admin = admin_listener.local_addr().unwrap();
+        let https = https_listener.as_ref().map(|l| l.local_addr().unwrap());
+        let https_line = https.map_or(String::new(), |addr| format!("https = [\"{addr}\"]\n"));
         let preamble = format!(
-            "[node]\nname = \"test\"\nstate_dir = \"{state}\"\nthreads = 2\n{node_extra}\n\n[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\nadmin_token_file = \"admin.token\"\n{listen_extra}\n",
+            "[node]\nname = \"{name}\"\nstate_dir = \"{state}\"\nthreads = 2\n{node_extra}\n\n[listen]\nhttp = [\"{http}\"]\n{https_line}admin = \"{admin}\"\nadmin_token_file = \"admin.token\"\n{listen_extra}\n",
             state = dir.display()
         );
         let config_path = dir.join("headland.toml");
@@ -155,6 +205,7 @@ impl Headland {
 
         let listen = listen_addresses(&config);
         let mut listeners = vec![(http, http_listener), (admin, admin_listener)];
+        listeners.extend(https_listener.map(|l| (l.local_addr().unwrap(), l)));
         listeners.extend(
             listen
                 .https
@@ -196,6 +247,7 @@ impl Headland {
                 child,
                 http,
                 admin,
+                https,
                 dir: dir.clone(),
                 preamble: preamble.clone(),
                 stdout,

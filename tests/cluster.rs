@@ -1,0 +1,408 @@
+//! Three nodes (127.0.0.21–23) sharing one real etcd, and pebble as the CA: a name all three
+//! serve gets one certificate, ordered once by whichever node holds the etcd lock, validated
+//! through a node that does not hold it, and served by every node; a renewal forced on
+//! another node reaches all three.
+//!
+//! pebble's validation is routed by the test: each HTTP-01 connection (or DNS-01 query) goes
+//! to a node other than the lock holder, read from etcd when the validation arrives. The test
+//! holds the lock itself while the nodes start, so that all three are up when one of them
+//! orders; releasing it wakes the waiting nodes at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::CertificateDer;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use support::etcd::{self, Etcd};
+use support::pebble::{self, Pebble};
+use support::tls_client::{handshake, https_get};
+use support::{echo_upstream, free_port, http1, Headland, TOKEN};
+
+const PREFIX: &str = "/headland/";
+
+/// Every node must serve the certificate within this time (the issue's bound).
+const ISSUE_LIMIT: Duration = Duration::from_secs(60);
+
+const NODES: [(&str, Ipv4Addr); 3] = [
+    ("node-a", Ipv4Addr::new(127, 0, 0, 21)),
+    ("node-b", Ipv4Addr::new(127, 0, 0, 22)),
+    ("node-c", Ipv4Addr::new(127, 0, 0, 23)),
+];
+
+/// Where pebble's validations went: (lock holder then, node validated).
+type Visits = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Sends each validation to a node other than the one holding `lock` in etcd.
+#[derive(Clone)]
+struct Router {
+    etcd: String,
+    lock: String,
+    targets: Arc<Mutex<BTreeMap<String, SocketAddr>>>,
+    visits: Visits,
+}
+
+impl Router {
+    fn new(etcd: &Etcd, certificate: &str) -> Router {
+        Router {
+            etcd: etcd.endpoint.clone(),
+            lock: format!("{PREFIX}acme/lock/{certificate}"),
+            targets: Arc::default(),
+            visits: Arc::default(),
+        }
+    }
+
+    /// The node to validate through now: the first that does not hold the lock.
+    async fn pick(&self) -> Option<SocketAddr> {
+        let mut client = etcd_client::Client::connect([&self.etcd], None)
+            .await
+            .ok()?;
+        let held = client.get(self.lock.as_str(), None).await.ok()?;
+        let holder = held
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .unwrap_or_default();
+        let targets = self.targets.lock().unwrap().clone();
+        let (name, addr) = targets.into_iter().find(|(name, _)| *name != holder)?;
+        self.visits.lock().unwrap().push((holder, name));
+        Some(addr)
+    }
+
+    /// Takes the order lock as a node would, until `release`.
+    async fn hold_lock(&self) {
+        let mut client = etcd_client::Client::connect([&self.etcd], None)
+            .await
+            .unwrap();
+        let created = etcd_client::Txn::new()
+            .when([etcd_client::Compare::create_revision(
+                self.lock.as_str(),
+                etcd_client::CompareOp::Equal,
+                0,
+            )])
+            .and_then([etcd_client::TxnOp::put(self.lock.as_str(), "test", None)]);
+        assert!(client.txn(created).await.unwrap().succeeded());
+    }
+
+    async fn release_lock(&self) {
+        let mut client = etcd_client::Client::connect([&self.etcd], None)
+            .await
+            .unwrap();
+        client.delete(self.lock.as_str(), None).await.unwrap();
+    }
+
+    fn visits(&self) -> Vec<(String, String)> {
+        self.visits.lock().unwrap().clone()
+    }
+
+    /// HTTP-01: a TCP port pebble connects to.
+    async fn serve_tcp(&self) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let router = self.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let router = router.clone();
+                tokio::spawn(async move {
+                    let Some(target) = router.pick().await else {
+                        return;
+                    };
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// DNS-01: a UDP resolver address for pebble, relaying each query to a node.
+    async fn serve_udp(&self) -> SocketAddr {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = socket.local_addr().unwrap();
+        let router = self.clone();
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            while let Ok((len, from)) = socket.recv_from(&mut buffer).await {
+                let query = buffer[..len].to_vec();
+                let (router, socket) = (router.clone(), Arc::clone(&socket));
+                tokio::spawn(async move {
+                    let Some(target) = router.pick().await else {
+                        return;
+                    };
+                    let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    relay.send_to(&query, target).await.unwrap();
+                    let mut answer = vec![0u8; 4096];
+                    let wait = relay.recv_from(&mut answer);
+                    if let Ok(Ok((len, _))) =
+                        tokio::time::timeout(Duration::from_secs(5), wait).await
+                    {
+                        let _ = socket.send_to(&answer[..len], from).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+}
+
+struct Nodes {
+    nodes: Vec<Headland>,
+    root: CertificateDer<'static>,
+    name: &'static str,
+}
+
+impl Nodes {
+    /// `GET /certs` of a node: the status of the certificate for `name`.
+    async fn status(node: &Headland, name: &str) -> Option<Value> {
+        let response = http1::get(node.admin, "admin", "/certs").await;
+        assert_eq!(response.status, 200);
+        let all = response.json().as_array().cloned().unwrap();
+        all.into_iter().find(|c| c["names"][0] == name)
+    }
+
+    /// The leaf each node presents for the name over HTTPS (trusting only pebble's root),
+    /// with the status of a request through it.
+    async fn served(&self, node: &Headland) -> Result<(CertificateDer<'static>, u16), String> {
+        let https = node.https.unwrap();
+        let (mut stream, _, leaf) = handshake(
+            https,
+            self.name,
+            std::slice::from_ref(&self.root),
+            &[b"http/1.1"],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok((leaf, https_get(&mut stream, self.name, "/").await.status))
+    }
+
+    /// Waits until every node serves one and the same certificate other than `before`.
+    async fn wait_all_serve(
+        &self,
+        before: Option<&CertificateDer<'static>>,
+    ) -> CertificateDer<'static> {
+        let deadline = Instant::now() + ISSUE_LIMIT;
+        loop {
+            let mut served = Vec::new();
+            for node in &self.nodes {
+                if let Ok((leaf, 200)) = self.served(node).await {
+                    served.push(leaf);
+                }
+            }
+            let all_new = served.len() == self.nodes.len()
+                && served
+                    .iter()
+                    .all(|leaf| Some(leaf) != before && *leaf == served[0]);
+            if all_new {
+                return served.swap_remove(0);
+            }
+            let mut states = Vec::new();
+            for node in &self.nodes {
+                states.push(Self::status(node, self.name).await);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not every node serves a new certificate within {ISSUE_LIMIT:?}: {states:?}"
+            );
+            // Polling the nodes, bounded by the deadline.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Orders counted by all nodes together, by result.
+    async fn orders(&self, result: &str) -> f64 {
+        let mut total = 0.0;
+        for node in &self.nodes {
+            let metrics = node.metrics().await;
+            total += metrics.count("headland_acme_orders_total", &[("result", result)]);
+        }
+        total
+    }
+}
+
+fn seal_key_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("cluster.key");
+    std::fs::write(
+        &path,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    path
+}
+
+fn available() -> bool {
+    pebble::available() && etcd::available()
+}
+
+async fn start_nodes(
+    body: &str,
+    listen_extra: impl Fn(usize) -> String,
+    root: CertificateDer<'static>,
+    name: &'static str,
+) -> Nodes {
+    let mut nodes = Vec::new();
+    for (i, (node, ip)) in NODES.iter().enumerate() {
+        let headland = Headland::start_node(node, IpAddr::V4(*ip), body, &listen_extra(i));
+        nodes.push(headland);
+    }
+    Nodes { nodes, root, name }
+}
+
+fn cluster_section(etcd: &Etcd, key: &Path) -> String {
+    format!(
+        "[cluster]\nendpoints = [\"{}\"]\nseal_key_file = \"{}\"\nlease_ttl = \"3s\"\n",
+        etcd.endpoint,
+        key.display()
+    )
+}
+
+async fn renew(node: &Headland, name: &str) -> u16 {
+    let raw = format!(
+        "POST /certs/renew?name={name} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    http1::request(node.admin, &raw).await.status
+}
+
+/// After the first certificate: one order in all, every validation through a node that did
+/// not hold the lock; then a renewal forced on such a node reaches all three.
+async fn check_one_order_then_renewal(nodes: &Nodes, router: &Router) {
+    let first = nodes.wait_all_serve(None).await;
+    assert_eq!(
+        nodes.orders("issued").await,
+        1.0,
+        "one order for the three nodes"
+    );
+    assert_eq!(nodes.orders("failed").await, 0.0);
+    let visits = router.visits();
+    assert!(!visits.is_empty(), "pebble validated through the router");
+    assert!(
+        visits
+            .iter()
+            .all(|(holder, node)| !holder.is_empty() && holder != node),
+        "every validation reached a node other than the lock holder: {visits:?}"
+    );
+
+    // A renewal forced on a node that did not order the first certificate.
+    let holder = visits[0].0.clone();
+    let other = NODES.iter().position(|(name, _)| *name != holder).unwrap();
+    assert_eq!(renew(&nodes.nodes[other], nodes.name).await, 202);
+    let renewed = nodes.wait_all_serve(Some(&first)).await;
+    assert_ne!(renewed, first);
+    assert_eq!(
+        nodes.orders("issued").await,
+        2.0,
+        "the renewal is one more order"
+    );
+}
+
+/// What every node runs: ACME from pebble, one route for `name`, the cluster; `acme_extra`
+/// goes into `[acme]`, `extra` after it.
+fn node_config(
+    pebble: &Pebble,
+    etcd: &Etcd,
+    app: SocketAddr,
+    dir: &Path,
+    name: &str,
+    (acme_extra, extra): (&str, &str),
+) -> String {
+    format!(
+        "[acme]\ndirectory = \"{directory}\"\nca_root = \"{ca_root}\"\n{acme_extra}\n\n{extra}\n\n[upstreams.app]\nservers = [\"{app}\"]\n\n[[routes]]\nhost = \"{name}\"\nupstream = \"app\"\n\n{cluster}",
+        directory = pebble.directory,
+        ca_root = pebble.api_root.display(),
+        cluster = cluster_section(etcd, &seal_key_file(dir)),
+    )
+}
+
+/// Starts the three nodes while the test holds the lock, points the router at `targets`
+/// (by node), then lets the nodes race for the lock.
+async fn start_and_release(
+    router: &Router,
+    body: &str,
+    listen_extra: impl Fn(usize) -> String,
+    root: CertificateDer<'static>,
+    name: &'static str,
+    targets: impl Fn(&Headland, usize) -> SocketAddr,
+) -> Nodes {
+    router.hold_lock().await;
+    let nodes = start_nodes(body, listen_extra, root, name).await;
+    for (i, (node, (node_name, _))) in nodes.nodes.iter().zip(NODES).enumerate() {
+        let target = targets(node, i);
+        router
+            .targets
+            .lock()
+            .unwrap()
+            .insert(node_name.to_owned(), target);
+    }
+    router.release_lock().await;
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_share_one_certificate_over_http01() {
+    if !available() {
+        return;
+    }
+    const NAME: &str = "shared.cluster.test";
+    let etcd = Etcd::start().await;
+    let router = Router::new(&etcd, NAME);
+    let pebble = Pebble::start(router.serve_tcp().await, 0, None);
+    let root = pebble.issuing_root().await;
+    let app = echo_upstream("app").await;
+    let dir = support::scratch_dir();
+    let body = node_config(&pebble, &etcd, app, &dir, NAME, ("", ""));
+    let nodes = start_and_release(
+        &router,
+        &body,
+        |_| String::new(),
+        root,
+        NAME,
+        |node, _| node.http,
+    )
+    .await;
+    check_one_order_then_renewal(&nodes, &router).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_share_one_certificate_over_dns01() {
+    if !available() {
+        return;
+    }
+    const NAME: &str = "cluster.test";
+    let etcd = Etcd::start().await;
+    let router = Router::new(&etcd, NAME);
+    let pebble = Pebble::start_with_resolver(free_port(), 0, None, Some(router.serve_udp().await));
+    let root = pebble.issuing_root().await;
+    let app = echo_upstream("app").await;
+    let dir = support::scratch_dir();
+    let zone = dir.join("cluster.test.zone");
+    std::fs::write(
+        &zone,
+        "$TTL 60\n@ IN SOA ns1.cluster.test. hostmaster.cluster.test. 1 7200 900 1209600 60\n@ IN NS ns1\nns1 IN A 127.0.0.21\n@ IN A 127.0.0.21\n",
+    )
+    .unwrap();
+    let zones = format!("[dns.zones.\"{NAME}\"]\nfile = \"{}\"", zone.display());
+    let body = node_config(
+        &pebble,
+        &etcd,
+        app,
+        &dir,
+        NAME,
+        ("challenge = \"dns-01\"", &zones),
+    );
+    let dns: Vec<SocketAddr> = NODES
+        .iter()
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+        .collect();
+    let listen = |i: usize| format!("dns = [\"{}\"]", dns[i]);
+    let nodes = start_and_release(&router, &body, listen, root, NAME, |_, i| dns[i]).await;
+    check_one_order_then_renewal(&nodes, &router).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
