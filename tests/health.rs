@@ -375,3 +375,34 @@ async fn a_reload_that_keeps_a_pool_keeps_its_health_state() {
         "the new route sees the same down pool"
     );
 }
+
+/// A node that has just started already serves its routes, but does not call itself healthy
+/// (to other regions' probes and to its own DNS) before its pools pass their first checks:
+/// a restarted node must not pull traffic to a pool it has not seen working.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_health_url_waits_for_the_first_checks_after_a_start() {
+    let app = SwitchableUpstream::start().await;
+    let config = |interval: &str| {
+        format!(
+            "[upstreams.app]\nservers = [\"{}\"]\nhealth = {{ path = \"/health\", interval = \"{interval}\", rise = 2, fall = 1 }}\n\n[[routes]]\nhost = \"app.test\"\nupstream = \"app\"\n",
+            app.addr
+        )
+    };
+    // The first check comes some time within the first interval: an hour here.
+    let proxy = Headland::start(&config("1h"));
+    assert_eq!(get(proxy.http, "app.test", "/x").await.status, 200);
+    let response = get(proxy.http, "anything", "/.well-known/headland/health").await;
+    assert_eq!(response.status, 503);
+    assert_eq!(response.text(), "down: app\n");
+
+    proxy.write_config(&config("50ms"));
+    assert_eq!(proxy.reload().await.0, 200);
+    // The counter moves before the verdict: a third good check means the second one's
+    // verdict (up, after `rise = 2`) is in.
+    scrape_until(&proxy, "three good checks", |m| {
+        m.count(CHECKS, &[("result", "ok")]) >= 3.0
+    })
+    .await;
+    let response = get(proxy.http, "anything", "/.well-known/headland/health").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+}

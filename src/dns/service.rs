@@ -246,7 +246,8 @@ impl DnsState for HeadlandDns {
 }
 
 /// This node's own region is no good for `name` when the pool its route for `name` forwards
-/// to has no usable server: the DNS answer would send clients to a node that can only fail.
+/// to is not ready (no usable server, or, just after a start, none that passed its checks
+/// yet): the DNS answer would send clients to a node that can only fail.
 fn local_pool_down(snapshot: &Snapshot, name: &str) -> bool {
     let Some(route) = snapshot
         .routes
@@ -256,7 +257,7 @@ fn local_pool_down(snapshot: &Snapshot, name: &str) -> bool {
         return false;
     };
     match &route.target {
-        RouteTarget::Proxy(pool) => !pool.servers.iter().any(|s| s.is_usable()),
+        RouteTarget::Proxy(pool) => !pool.is_ready(),
         RouteTarget::Redirect(_) => false,
     }
 }

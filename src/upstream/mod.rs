@@ -159,6 +159,20 @@ impl Pool {
         self.servers.iter().any(|s| s.is_usable())
     }
 
+    /// Whether this node may be named to other regions and to DNS as able to serve the pool:
+    /// a usable server and, when the pool has active checks, one that has passed them. A
+    /// restarted node is not ready before its first `rise` checks, although it already
+    /// tries its servers for requests that reach it.
+    pub fn is_ready(&self) -> bool {
+        match self.health_check {
+            Some(_) => self
+                .servers
+                .iter()
+                .any(|s| s.is_usable() && s.health.get() == Health::Up),
+            None => self.is_available(),
+        }
+    }
+
     /// Records what a real request saw from `server`. Returns true if it got ejected: never
     /// the pool's last usable server, so passive health alone cannot take a pool down.
     pub fn record_outcome(&self, server: &UpstreamServer, ok: bool) -> bool {
