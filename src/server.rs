@@ -73,7 +73,6 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     let watch_config = config.node.watch_config;
     let threads = config.node.threads;
     // `[cluster]` is read at start only, as the listeners are: a reload keeps the cluster.
-    let region = config.node.region.clone();
     let cluster = match &config.cluster {
         Some(cluster) => Some(Arc::new(
             Cluster::new(cluster.clone(), &config.node.name).map_err(StartError::Cluster)?,
@@ -190,17 +189,21 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         service.threads = Some(threads);
         server.add_service(service);
     }
+    if let Some(cluster) = &cluster {
+        let service = ClusterService::new(
+            Arc::clone(cluster),
+            Arc::clone(&acme),
+            Arc::clone(&snapshots),
+            Arc::clone(&registry),
+            Arc::default(),
+        );
+        server.add_service(background_service("cluster", service));
+    }
     let health = HealthService {
         registry,
         snapshots: Arc::clone(&snapshots),
     };
     server.add_service(background_service("health checks", health));
-
-    if let Some(cluster) = &cluster {
-        let service =
-            ClusterService::new(Arc::clone(cluster), Arc::clone(&acme), region.as_deref());
-        server.add_service(background_service("cluster", service));
-    }
     let certificates = AcmeService::new(
         acme,
         Arc::clone(&snapshots),

@@ -249,7 +249,8 @@ async fn start_nodes(
 ) -> Nodes {
     let mut nodes = Vec::new();
     for (i, (node, ip)) in NODES.iter().enumerate() {
-        let headland = Headland::start_node(node, IpAddr::V4(*ip), body, &listen_extra(i));
+        let headland =
+            Headland::start_node(node, IpAddr::V4(*ip), body, (&listen_extra(i), ""), true);
         nodes.push(headland);
     }
     Nodes { nodes, root, name }
@@ -404,5 +405,107 @@ async fn three_nodes_share_one_certificate_over_dns01() {
     let listen = |i: usize| format!("dns = [\"{}\"]", dns[i]);
     let nodes = start_and_release(&router, &body, listen, root, NAME, |_, i| dns[i]).await;
     check_one_order_then_renewal(&nodes, &router).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const APAC: &str = "192.0.2.10";
+const EU: &str = "203.0.113.10";
+
+/// Three regions, one node each, and geo name `api.example.com`; no region has a health URL,
+/// so only the cluster's shared view can take a region out of the answers.
+fn geo_config(etcd: &Etcd, dir: &Path) -> String {
+    let repo = |path: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    format!(
+        r#"
+[geoip]
+database = "{db}"
+
+[regions.apac]
+addresses = ["{APAC}"]
+location = {{ lat = 3.14, lon = 101.69 }}
+
+[regions.na]
+addresses = ["198.51.100.10"]
+location = {{ lat = 39.0, lon = -77.5 }}
+
+[regions.eu]
+addresses = ["{EU}"]
+location = {{ lat = 50.1, lon = 8.7 }}
+
+[dns.zones."example.com"]
+file = "{zone}"
+
+[dns.zones."example.com".geo.api]
+regions = ["apac", "na", "eu"]
+ttl = 30
+
+{cluster}
+"#,
+        db = repo("geoip/test-city.mmdb").display(),
+        zone = repo("config/zones/tests/example.com.zone").display(),
+        cluster = cluster_section(etcd, &seal_key_file(dir)),
+    )
+}
+
+/// Polls a node's DNS until `api.example.com` for a client in `subnet` answers `expected`.
+async fn wait_geo_answer(dns: SocketAddr, subnet: &str, expected: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = support::dns_client::ask("api.example.com.", hickory_proto::rr::RecordType::A)
+            .ecs(subnet)
+            .udp(dns)
+            .await;
+        let got = support::dns_client::addresses(&answer);
+        if got == [expected] {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{dns} for {subnet}: expected {expected}, still {got:?}"
+        );
+        // Polling the name server, bounded by the deadline.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Killing a node (SIGKILL: no goodbye to etcd) takes its region out of every other node's
+/// answers once its lease lapses; the bound is the issue's 10 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_nodes_region_leaves_every_nodes_dns_answers() {
+    if !etcd::available() {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let dir = support::scratch_dir();
+    let body = geo_config(&etcd, &dir);
+    let regions = ["apac", "na", "eu"];
+    let dns: Vec<SocketAddr> = NODES
+        .iter()
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+        .collect();
+    let mut nodes: Vec<Headland> = NODES
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ip))| {
+            let listen = format!("dns = [\"{}\"]", dns[i]);
+            let node = format!("region = \"{}\"", regions[i]);
+            Headland::start_node(name, IpAddr::V4(*ip), &body, (&listen, &node), false)
+        })
+        .collect();
+    // An apac client (10.1.0.0/16 in the test database) is sent to apac by every node.
+    for server in &dns {
+        wait_geo_answer(*server, "10.1.0.0/16", APAC, Duration::from_secs(10)).await;
+    }
+
+    drop(nodes.remove(0));
+    let killed = Instant::now();
+    for server in &dns[1..] {
+        wait_geo_answer(*server, "10.1.0.0/16", EU, Duration::from_secs(10)).await;
+    }
+    eprintln!(
+        "apac left the answers of both other nodes {:?} after its node was killed (lease 3 s)",
+        killed.elapsed()
+    );
+    drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }

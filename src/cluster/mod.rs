@@ -4,8 +4,9 @@
 //! ever means "carry on with what you have".
 //!
 //! Keys live under `[cluster] prefix`: `nodes/<node>` (leased: the node is alive),
-//! `acme/...` (see `crate::acme::shared`).
+//! `health/<node>` (leased, see `health`), `acme/...` (see `crate::acme::shared`).
 
+pub mod health;
 pub mod seal;
 mod service;
 
@@ -13,8 +14,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchStream,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
+    Identity, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 use tokio::sync::watch;
 
@@ -33,6 +34,23 @@ pub enum ClusterError {
     NoLease,
     #[error("{0}")]
     Seal(#[from] seal::SealError),
+}
+
+/// One batch of changes under a followed prefix (`Follower::next`).
+#[derive(Debug)]
+pub struct Changes {
+    /// A fresh read: `changes` is everything there is, and what is not in it is gone.
+    pub fresh: bool,
+    pub changes: Vec<Change>,
+    /// The etcd revision these changes bring the follower to.
+    pub revision: i64,
+}
+
+/// One key's new value (`None`: deleted), by its path under the prefix.
+#[derive(Debug)]
+pub struct Change {
+    pub path: String,
+    pub value: Option<Vec<u8>>,
 }
 
 /// A value read from etcd with the revision it was last written at.
@@ -234,6 +252,31 @@ impl Cluster {
             .await
     }
 
+    /// Reads everything under `path` (a prefix), then follows its changes: the first batch
+    /// of the returned follower is that read, the next ones come as etcd reports changes.
+    pub async fn follow(&self, path: &str) -> Result<Follower<'_>, ClusterError> {
+        let (current, revision) = self.list(path).await?;
+        let changes = current
+            .into_iter()
+            .filter_map(|stored| {
+                Some(Change {
+                    path: self.path(&stored.key)?.to_owned(),
+                    value: Some(stored.value),
+                })
+            })
+            .collect();
+        let watch = self.watch(path, revision + 1).await?;
+        Ok(Follower {
+            cluster: self,
+            first: Some(Changes {
+                fresh: true,
+                changes,
+                revision,
+            }),
+            watch,
+        })
+    }
+
     /// A new lease of `[cluster] lease_ttl` and its keep-alive channel.
     async fn grant_lease(
         &self,
@@ -250,6 +293,50 @@ impl Cluster {
         let granted = self.bounded(client.lease_grant(ttl, None)).await?;
         let (keeper, stream) = self.bounded(client.lease_keep_alive(granted.id())).await?;
         Ok((granted.id(), keeper, stream))
+    }
+}
+
+/// Changes under one prefix, from a fresh read on (`Cluster::follow`).
+pub struct Follower<'a> {
+    cluster: &'a Cluster,
+    first: Option<Changes>,
+    watch: WatchStream,
+}
+
+// === impl Follower ===
+
+impl Follower<'_> {
+    /// The next batch; an error when etcd fails (the caller follows again from a fresh read).
+    pub async fn next(&mut self) -> Result<Changes, ClusterError> {
+        if let Some(first) = self.first.take() {
+            return Ok(first);
+        }
+        let response = self.watch.message().await?.ok_or_else(|| {
+            ClusterError::Etcd(etcd_client::Error::WatchError("watch ended".to_owned()))
+        })?;
+        if response.canceled() {
+            let reason = response.cancel_reason().to_owned();
+            return Err(ClusterError::Etcd(etcd_client::Error::WatchError(reason)));
+        }
+        let changes = response
+            .events()
+            .iter()
+            .filter_map(|event| {
+                let kv = event.kv()?;
+                let key = String::from_utf8_lossy(kv.key());
+                let path = self.cluster.path(&key)?.to_owned();
+                let value = match event.event_type() {
+                    EventType::Put => Some(kv.value().to_vec()),
+                    EventType::Delete => None,
+                };
+                Some(Change { path, value })
+            })
+            .collect();
+        Ok(Changes {
+            fresh: false,
+            changes,
+            revision: response.header().map_or(0, |h| h.revision()),
+        })
     }
 }
 

@@ -1,36 +1,58 @@
-//! What a node does in the background while in a cluster: keep its lease (and with it
-//! `nodes/<node>`), and follow `acme/` in etcd: challenge answers published by whichever node
-//! is ordering are copied into this node's HTTP-01 tokens and DNS-01 records, so the CA's
-//! validation may reach any node; a certificate stored by another node wakes the ACME task,
-//! which loads it.
+//! What a node does in the background while in a cluster:
+//! - keeps its lease (and with it `nodes/<node>`);
+//! - publishes `health/<node>` when its report changes, and follows every node's report
+//!   into the shared region view DNS answers from (`health`);
+//! - follows `acme/`: challenge answers published by whichever node is ordering are copied
+//!   into this node's HTTP-01 tokens and DNS-01 records, so the CA's validation may reach any
+//!   node; a certificate stored, or an order lock released, by another node wakes the ACME
+//!   task.
 //!
-//! etcd unreachable: the lease lapses and is granted again once etcd answers; the watch is
-//! started again from a fresh read, so nothing that changed meanwhile is missed.
+//! etcd unreachable: the lease lapses and is granted again once etcd answers; each follower
+//! starts again from a fresh read, so nothing that changed meanwhile is missed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::EventType;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use super::{Cluster, ClusterError, Stored};
+use super::health::{NodeReport, SharedHealth};
+use super::{Cluster, ClusterError};
 use crate::acme::shared::{self, ChallengeKey};
 use crate::acme::Acme;
+use crate::proxy::node_health;
+use crate::snapshot::SnapshotCell;
+use crate::upstream::registry::HealthRegistry;
 
 /// Longest pause between two attempts to reach etcd.
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
+/// How often the node looks whether its health report changed (a write only when it did).
+const REPORT_EVERY: Duration = Duration::from_millis(500);
+
+const HEALTH: &str = "health/";
+
 pub struct ClusterService {
     cluster: Arc<Cluster>,
     acme: Arc<Acme>,
+    snapshots: Arc<SnapshotCell>,
+    registry: Arc<HealthRegistry>,
+    shared_health: Arc<SharedHealth>,
     /// What `nodes/<node>` holds: who this node is, for `headland cluster status`.
     registration: Vec<u8>,
 }
 
-/// Challenge answers copied from etcd, by key, so a deletion (which carries only the key)
+/// What the service keeps doing while etcd answers, started again when it fails.
+#[derive(Debug, Clone, Copy)]
+enum Task {
+    Lease,
+    Health,
+    Acme,
+}
+
+/// Challenge answers copied from etcd, by path, so a deletion (which carries only the key)
 /// removes the right value.
 #[derive(Default)]
 struct Mirror {
@@ -40,7 +62,14 @@ struct Mirror {
 // === impl ClusterService ===
 
 impl ClusterService {
-    pub fn new(cluster: Arc<Cluster>, acme: Arc<Acme>, region: Option<&str>) -> Self {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        acme: Arc<Acme>,
+        snapshots: Arc<SnapshotCell>,
+        registry: Arc<HealthRegistry>,
+        shared_health: Arc<SharedHealth>,
+    ) -> Self {
+        let region = snapshots.load().config.node.region.clone();
         let registration = serde_json::json!({
             "node": cluster.node(),
             "region": region,
@@ -51,28 +80,41 @@ impl ClusterService {
         Self {
             cluster,
             acme,
+            snapshots,
+            registry,
+            shared_health,
             registration,
         }
     }
 
-    /// Holds a lease for as long as the process lives, granting a new one whenever etcd
-    /// lost the old (the node was cut off longer than the lease).
-    async fn keep_lease(&self) {
+    /// Runs `task` again and again, pausing longer after each failure (up to `MAX_RETRY`).
+    async fn forever(&self, task: Task) {
+        let mut mirror = Mirror::default();
         let mut retry = Duration::from_millis(200);
         loop {
-            match self.hold_one_lease().await {
-                Ok(()) => retry = Duration::from_millis(200),
-                Err(error) => {
-                    tracing::warn!(%error, "cluster lease lost; the node's keys lapse until etcd answers");
-                }
+            let result = match task {
+                Task::Lease => self.hold_lease().await,
+                Task::Health => self.follow_health().await,
+                Task::Acme => self.follow_acme(&mut mirror).await,
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, ?task, "cluster work interrupted until etcd answers");
+            } else {
+                retry = Duration::from_millis(200);
             }
-            self.cluster.set_lease(None);
             tokio::time::sleep(retry).await;
             retry = (retry * 2).min(MAX_RETRY);
         }
     }
 
-    async fn hold_one_lease(&self) -> Result<(), ClusterError> {
+    /// Holds one lease, until etcd loses it (the node was cut off longer than the lease).
+    async fn hold_lease(&self) -> Result<(), ClusterError> {
+        let result = self.hold_lease_until_lost().await;
+        self.cluster.set_lease(None);
+        result
+    }
+
+    async fn hold_lease_until_lost(&self) -> Result<(), ClusterError> {
         let (id, mut keeper, mut answers) = self.cluster.grant_lease().await?;
         self.cluster.set_lease(Some(id));
         let path = format!("nodes/{}", self.cluster.node());
@@ -89,62 +131,113 @@ impl ClusterService {
         }
     }
 
-    /// Follows `acme/` for as long as the process lives.
-    async fn follow_acme(&self) {
-        let mut mirror = Mirror::default();
-        let mut retry = Duration::from_millis(200);
-        loop {
-            if let Err(error) = self.follow_acme_once(&mut mirror).await {
-                tracing::warn!(%error, "cluster watch interrupted; challenge answers and certificates from other nodes wait for etcd");
-            } else {
-                retry = Duration::from_millis(200);
-            }
-            tokio::time::sleep(retry).await;
-            retry = (retry * 2).min(MAX_RETRY);
+    /// What this node says of itself: ready when its own region's health URL would answer
+    /// 200 (the same query other nodes' probes use), and its probes of the regions.
+    fn own_report(&self) -> NodeReport {
+        let snapshot = self.snapshots.load();
+        let region = snapshot.config.node.region.clone();
+        let query = snapshot
+            .config
+            .dns
+            .regions
+            .iter()
+            .find(|r| Some(&r.spec.name) == region.as_ref())
+            .and_then(|r| r.health.as_ref())
+            .and_then(|probe| probe.url.split_once('?').map(|(_, q)| q.to_owned()));
+        let (status, _) = node_health::report(&snapshot, query.as_deref());
+        NodeReport {
+            region,
+            ready: status == 200,
+            probes: self.registry.regions.local_verdicts(),
         }
     }
 
-    async fn follow_acme_once(&self, mirror: &mut Mirror) -> Result<(), ClusterError> {
-        let (current, revision) = self.cluster.list(shared::CHALLENGES).await?;
-        mirror.replace(&self.cluster, &self.acme, &current);
-        self.acknowledge(revision).await?;
-        // A certificate may have changed while the watch was down.
-        self.acme.wake();
-        let mut watch = self.cluster.watch("acme/", revision + 1).await?;
-        while let Some(response) = watch.message().await? {
-            if response.canceled() {
-                return Err(ClusterError::Etcd(etcd_client::Error::WatchError(
-                    response.cancel_reason().to_owned(),
-                )));
+    /// Writes `health/<node>` whenever the report or the lease changed.
+    async fn publish_health(&self) {
+        let path = format!("{HEALTH}{}", self.cluster.node());
+        let mut published: Option<(i64, NodeReport)> = None;
+        loop {
+            let report = self.own_report();
+            let lease = *self.cluster.lease.borrow();
+            if let Some(lease) = lease {
+                let current = Some((lease, report));
+                if published != current {
+                    let json = current
+                        .as_ref()
+                        .and_then(|(_, report)| serde_json::to_vec(report).ok())
+                        .unwrap_or_default();
+                    match self.cluster.put(&path, &json, true).await {
+                        Ok(_) => published = current,
+                        Err(error) => tracing::debug!(%error, "health report not published yet"),
+                    }
+                }
             }
-            let mut challenges_changed = false;
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                let key = String::from_utf8_lossy(kv.key());
-                let Some(path) = self.cluster.path(&key) else {
+            tokio::time::sleep(REPORT_EVERY).await;
+        }
+    }
+
+    /// Follows every node's `health/` report into the shared view.
+    async fn follow_health(&self) -> Result<(), ClusterError> {
+        let result = self.follow_health_reports().await;
+        self.shared_health.set_stale();
+        result
+    }
+
+    async fn follow_health_reports(&self) -> Result<(), ClusterError> {
+        let mut reports: BTreeMap<String, NodeReport> = BTreeMap::new();
+        let mut follower = self.cluster.follow(HEALTH).await?;
+        loop {
+            let batch = follower.next().await?;
+            if batch.fresh {
+                reports.clear();
+            }
+            for change in batch.changes {
+                let Some(node) = change.path.strip_prefix(HEALTH) else {
                     continue;
                 };
+                let report = change
+                    .value
+                    .and_then(|json| serde_json::from_slice::<NodeReport>(&json).ok());
+                match report {
+                    Some(report) => reports.insert(node.to_owned(), report),
+                    None => reports.remove(node),
+                };
+            }
+            self.shared_health.replace(reports.clone());
+        }
+    }
+
+    /// Follows `acme/`: challenge answers, certificates, lock releases.
+    async fn follow_acme(&self, mirror: &mut Mirror) -> Result<(), ClusterError> {
+        let mut follower = self.cluster.follow("acme/").await?;
+        loop {
+            let batch = follower.next().await?;
+            if batch.fresh {
+                mirror.clear(&self.acme);
+                // A certificate may have changed while the watch was down.
+                self.acme.wake();
+            }
+            let mut challenges_changed = batch.fresh;
+            for change in batch.changes {
+                let path = change.path.as_str();
                 if path.starts_with(shared::CHALLENGES) {
                     challenges_changed = true;
-                    match event.event_type() {
-                        EventType::Put => {
-                            mirror.put(path, &String::from_utf8_lossy(kv.value()), &self.acme)
+                    match &change.value {
+                        Some(value) => {
+                            mirror.put(path, &String::from_utf8_lossy(value), &self.acme)
                         }
-                        EventType::Delete => mirror.delete(path, &self.acme),
+                        None => mirror.delete(path, &self.acme),
                     }
                 } else if path.starts_with(shared::CERTIFICATES) {
                     self.acme.wake();
-                } else if path.starts_with(shared::LOCKS) && event.event_type() == EventType::Delete
-                {
+                } else if path.starts_with(shared::LOCKS) && change.value.is_none() {
                     self.acme.lock_released();
                 }
             }
             if challenges_changed {
-                let revision = response.header().map_or(0, |h| h.revision());
-                self.acknowledge(revision).await?;
+                self.acknowledge(batch.revision).await?;
             }
         }
-        Ok(())
     }
 
     /// Tells the ordering node that this node answers every challenge up to `revision`.
@@ -160,9 +253,14 @@ impl ClusterService {
 #[async_trait]
 impl BackgroundService for ClusterService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.registry
+            .regions
+            .set_shared(Arc::clone(&self.shared_health));
         tokio::select! {
-            () = self.keep_lease() => {}
-            () = self.follow_acme() => {}
+            () = self.forever(Task::Lease) => {}
+            () = self.publish_health() => {}
+            () = self.forever(Task::Health) => {}
+            () = self.forever(Task::Acme) => {}
             _ = shutdown.changed() => {}
         }
     }
@@ -171,16 +269,10 @@ impl BackgroundService for ClusterService {
 // === impl Mirror ===
 
 impl Mirror {
-    /// After a fresh read: serve exactly what etcd holds.
-    fn replace(&mut self, cluster: &Cluster, acme: &Acme, current: &[Stored]) {
-        let paths: Vec<String> = self.answers.keys().cloned().collect();
-        for path in paths {
-            self.delete(&path, acme);
-        }
-        for stored in current {
-            if let Some(path) = cluster.path(&stored.key) {
-                self.put(path, &String::from_utf8_lossy(&stored.value), acme);
-            }
+    /// Before a fresh read: what etcd holds now replaces everything copied before.
+    fn clear(&mut self, acme: &Acme) {
+        for (key, value) in std::mem::take(&mut self.answers).into_values() {
+            key.withdraw(&value, acme);
         }
     }
 

@@ -20,8 +20,8 @@ pub struct ClusterConfig {
     pub endpoints: Vec<String>,
     /// Every key Headland writes starts with this. Default: `/headland/`.
     pub prefix: String,
-    /// Life of the node's lease: a node silent this long is gone for the others, and the
-    /// certificate orders it held may be taken over. Default: 10s.
+    /// Life of the node's lease: a node silent this long is gone for the others (its region
+    /// leaves DNS answers; the certificate orders it held may be taken over). Default: 6s.
     pub lease_ttl: Duration,
     /// Longest wait for one etcd request (and for a connection) before the node carries on
     /// with what it has. Default: 5s.
@@ -85,7 +85,7 @@ pub(super) fn cluster(
     let lease_ttl = scope.duration(
         "lease_ttl",
         cluster.lease_ttl.as_ref(),
-        Duration::from_secs(10),
+        Duration::from_secs(6),
         Limits::between(Duration::from_secs(2), Duration::from_secs(300)),
         sink,
     );

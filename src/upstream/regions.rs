@@ -2,13 +2,14 @@
 //! configuration like the upstream checks (DESIGN.md decision 7). A region whose checks
 //! fail `fall` times in a row is not given out in DNS answers until it passes `rise` times.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::task::JoinHandle;
 
-use super::health::{ServerHealth, Transition};
+use super::health::{Health, ServerHealth, Transition};
 use super::probe::probe;
+use crate::cluster::health::SharedHealth;
 use crate::config::{RegionConfig, RegionProbe};
 use crate::metrics::Metrics;
 use crate::webhook::{Event, EventKind, Webhooks};
@@ -19,6 +20,8 @@ pub struct RegionHealth {
     configured: Mutex<HashSet<String>>,
     metrics: Arc<Metrics>,
     webhooks: Arc<Webhooks>,
+    /// In a cluster, the view every node shares; it decides where it has a verdict.
+    shared: OnceLock<Arc<SharedHealth>>,
 }
 
 struct RegionTask {
@@ -36,16 +39,40 @@ impl RegionHealth {
             configured: Mutex::new(HashSet::new()),
             metrics,
             webhooks,
+            shared: OnceLock::new(),
         }
     }
 
-    /// Whether `region` may be given out: no health URL, no verdict yet, or healthy.
+    /// Joins the cluster's shared view (once, at the cluster service's start).
+    pub fn set_shared(&self, shared: Arc<SharedHealth>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// Whether `region` may be given out: by the cluster's shared view where it has a
+    /// verdict, else by this node's own probe (no health URL, no verdict yet, or healthy).
     pub fn is_up(&self, region: &str) -> bool {
+        if let Some(up) = self.shared.get().and_then(|s| s.region_up(region)) {
+            return up;
+        }
         self.tasks
             .lock()
             .ok()
             .and_then(|tasks| tasks.get(region).map(|t| t.health.get().is_usable()))
             .unwrap_or(true)
+    }
+
+    /// This node's own probe verdicts, by region (regions without one yet left out).
+    pub fn local_verdicts(&self) -> BTreeMap<String, bool> {
+        let Ok(tasks) = self.tasks.lock() else {
+            return BTreeMap::new();
+        };
+        tasks
+            .iter()
+            .filter_map(|(name, task)| match task.health.get() {
+                Health::Unknown => None,
+                health => Some((name.clone(), health.is_usable())),
+            })
+            .collect()
     }
 
     /// Makes the probe tasks match `regions`; a region whose probe is unchanged keeps its

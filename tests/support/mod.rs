@@ -154,28 +154,29 @@ impl Headland {
         )
     }
 
-    /// One node of a cluster: named `name`, its HTTP and HTTPS listeners on `ip` (a loopback
-    /// address such as 127.0.0.21).
+    /// One node of a cluster: named `name`, its HTTP (and with `https`, HTTPS) listener on
+    /// `ip` (a loopback address such as 127.0.0.21), with extra `[listen]` and `[node]` keys.
     pub fn start_node(
         name: &str,
         ip: std::net::IpAddr,
         body: &str,
-        listen_extra: &str,
+        (listen_extra, node_extra): (&str, &str),
+        https: bool,
     ) -> Headland {
         let bind = || {
             let listener = StdListener::bind((ip, 0)).expect("bind a node listener");
             listener.set_nonblocking(true).unwrap();
             listener
         };
-        let (http, https) = (bind(), bind());
+        let (http, https) = (bind(), https.then(bind));
         Self::start_listening(
             scratch_dir(),
             name,
             http,
-            Some(https),
+            https,
             body,
             listen_extra,
-            "",
+            node_extra,
         )
     }
 
