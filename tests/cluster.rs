@@ -447,25 +447,8 @@ ttl = 30
     )
 }
 
-/// Polls a node's DNS until `api.example.com` for a client in `subnet` answers `expected`.
 async fn wait_geo_answer(dns: SocketAddr, subnet: &str, expected: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let answer = support::dns_client::ask("api.example.com.", hickory_proto::rr::RecordType::A)
-            .ecs(subnet)
-            .udp(dns)
-            .await;
-        let got = support::dns_client::addresses(&answer);
-        if got == [expected] {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{dns} for {subnet}: expected {expected}, still {got:?}"
-        );
-        // Polling the name server, bounded by the deadline.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::dns_client::wait_for_answer(dns, "api.example.com.", subnet, &[expected], limit).await;
 }
 
 /// Killing a node (SIGKILL: no goodbye to etcd) takes its region out of every other node's

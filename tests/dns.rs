@@ -95,19 +95,7 @@ async fn geo(dns: SocketAddr, subnet: &str) -> Message {
 /// (UDP answers are cached for up to a second per server socket, so a change shows within
 /// a second of the health verdict, not at once.)
 async fn wait_answer(dns: SocketAddr, subnet: &str, expected: &[&str], limit: Duration) -> Message {
-    let deadline = Instant::now() + limit;
-    loop {
-        let message = geo(dns, subnet).await;
-        let got = addresses(&message);
-        if got == expected {
-            return message;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "for {subnet} expected {expected:?}, still {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::dns_client::wait_for_answer(dns, "api.example.com.", subnet, expected, limit).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

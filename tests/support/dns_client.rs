@@ -101,3 +101,29 @@ pub fn ecs(message: &Message) -> Option<(u8, u8, IpAddr)> {
         _ => None,
     }
 }
+
+/// Polls `server` until `name` (type A) for a client in `subnet` (ECS) answers exactly
+/// `expected`; returns that answer. Bounded by `limit`: the bound only matters when the answer
+/// never comes.
+pub async fn wait_for_answer(
+    server: SocketAddr,
+    name: &str,
+    subnet: &str,
+    expected: &[&str],
+    limit: Duration,
+) -> Message {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let message = ask(name, RecordType::A).ecs(subnet).udp(server).await;
+        let got = addresses(&message);
+        if got == expected {
+            return message;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{server} for {subnet}: expected {expected:?}, still {got:?}"
+        );
+        // Polling the name server, bounded by the deadline.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
