@@ -492,3 +492,72 @@ async fn a_dead_nodes_region_leaves_every_nodes_dns_answers() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// etcd stopped for a minute: every node keeps serving and answering DNS (its own probes
+/// decide meanwhile); a change made during the outage (the apac node's app fails) reaches
+/// the other nodes once etcd is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_keep_serving_through_an_etcd_outage_and_catch_up_after() {
+    if !etcd::available() {
+        return;
+    }
+    let mut etcd = Etcd::start().await;
+    let dir = support::scratch_dir();
+    let regions = ["apac", "na", "eu"];
+    let dns: Vec<SocketAddr> = NODES
+        .iter()
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+        .collect();
+    let mut apps = Vec::new();
+    let mut nodes = Vec::new();
+    for (i, (name, ip)) in NODES.iter().enumerate() {
+        let app = support::servers::SwitchableUpstream::start().await;
+        let body = format!(
+            "{}\n[upstreams.api]\nservers = [\"{}\"]\nhealth = {{ path = \"/health\", interval = \"100ms\", rise = 1, fall = 1 }}\n\n[[routes]]\nhost = \"api.example.com\"\nupstream = \"api\"\n",
+            geo_config(&etcd, &dir),
+            app.addr
+        );
+        let listen = format!("dns = [\"{}\"]", dns[i]);
+        let node = format!("region = \"{}\"", regions[i]);
+        nodes.push(Headland::start_node(
+            name,
+            IpAddr::V4(*ip),
+            &body,
+            (&listen, &node),
+            false,
+        ));
+        apps.push(app);
+    }
+    for server in &dns {
+        wait_geo_answer(*server, "10.1.0.0/16", APAC, Duration::from_secs(10)).await;
+    }
+
+    etcd.stop();
+    let outage = Instant::now();
+    // The apac node's app fails while nobody can tell the others through etcd.
+    apps[0].set_status(503);
+    let mut rounds = 0;
+    while outage.elapsed() < Duration::from_secs(60) {
+        for (node, server) in nodes.iter().zip(&dns).skip(1) {
+            let response = http1::get(node.http, "api.example.com", "/").await;
+            assert_eq!(
+                response.status, 200,
+                "{} serves during the outage",
+                node.http
+            );
+            // The last word they had: apac serves. Never nothing.
+            wait_geo_answer(*server, "10.1.0.0/16", APAC, Duration::from_secs(5)).await;
+        }
+        rounds += 1;
+        // Pacing the checks over the outage, not synchronising on anything.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(rounds > 10);
+
+    etcd.resume().await;
+    for server in &dns[1..] {
+        wait_geo_answer(*server, "10.1.0.0/16", EU, Duration::from_secs(20)).await;
+    }
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
