@@ -39,6 +39,7 @@ pub const LIMITS: &[&str] = &[
     "header_size",
     "header_count",
     "body_timeout",
+    "send_timeout",
     "connections",
     "connections_per_ip",
 ];

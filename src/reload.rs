@@ -62,7 +62,15 @@ pub struct ReloadOnSignal(pub Arc<Reloader>);
 pub struct ReloadOnChange {
     reloader: Arc<Reloader>,
     watched: Watched,
+    /// The file as it was when the watcher was made, i.e. while the server was being built
+    /// from it. Taken at start-up of the service instead, a change made between building
+    /// and that start (services start in no particular order, seconds apart on a loaded
+    /// machine) would count as the starting point and never be loaded.
+    initial: Option<Fingerprint>,
 }
+
+/// What identifies a file's current content on disk, cheaply: modified time, length, inode.
+type Fingerprint = (SystemTime, u64, u64);
 
 /// Which file a [`ReloadOnChange`] watches.
 #[derive(Debug, Clone, Copy)]
@@ -170,8 +178,7 @@ impl Reloader {
     }
 }
 
-/// What identifies a file's current content on disk, cheaply.
-fn fingerprint(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+fn fingerprint(path: &std::path::Path) -> Option<Fingerprint> {
     use std::os::unix::fs::MetadataExt;
     let metadata = std::fs::metadata(path).ok()?;
     Some((metadata.modified().ok()?, metadata.len(), metadata.ino()))
@@ -209,20 +216,24 @@ impl BackgroundService for ReloadOnSignal {
 
 impl ReloadOnChange {
     pub fn config_file(reloader: Arc<Reloader>) -> Self {
-        Self {
-            reloader,
-            watched: Watched::ConfigFile,
-        }
+        Self::new(reloader, Watched::ConfigFile)
     }
 
     pub fn geoip_database(reloader: Arc<Reloader>) -> Self {
-        Self {
-            reloader,
-            watched: Watched::GeoipDatabase,
-        }
+        Self::new(reloader, Watched::GeoipDatabase)
     }
 
-    fn fingerprint(&self) -> Option<(SystemTime, u64, u64)> {
+    fn new(reloader: Arc<Reloader>, watched: Watched) -> Self {
+        let mut watcher = Self {
+            reloader,
+            watched,
+            initial: None,
+        };
+        watcher.initial = watcher.fingerprint();
+        watcher
+    }
+
+    fn fingerprint(&self) -> Option<Fingerprint> {
         match self.watched {
             Watched::ConfigFile => fingerprint(&self.reloader.path),
             Watched::GeoipDatabase => {
@@ -236,7 +247,7 @@ impl ReloadOnChange {
 #[async_trait]
 impl BackgroundService for ReloadOnChange {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut seen = self.fingerprint();
+        let mut seen = self.initial;
         let mut ticks = tokio::time::interval(WATCH_EVERY);
         loop {
             tokio::select! {
@@ -262,5 +273,50 @@ impl BackgroundService for ReloadOnChange {
             // The reload may have pointed at another database: start from what is there now.
             seen = self.fingerprint();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file replaced after the server was built from it but before the watcher service
+    /// started (services start in no set order) is still loaded: the watcher compares with
+    /// the file as it was when the server was built, not when the service happened to start.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_change_before_the_watcher_starts_is_loaded() {
+        let dir = std::env::temp_dir().join(format!("headland-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("headland.toml");
+        let text = "[upstreams.a]\nservers = [\"127.0.0.1:9\"]\n";
+        std::fs::write(&path, text).unwrap();
+        let config = config::parse(text, "headland.toml", &dir).unwrap();
+        let snapshots = Arc::new(SnapshotCell::new(Snapshot::build(config, 1, None)));
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let reloader = Reloader::new(path.clone(), text, Arc::clone(&snapshots), metrics);
+        let watcher = ReloadOnChange::config_file(Arc::new(reloader));
+
+        // Replaced as deploy tools do, by renaming a new file over it, before the start.
+        let staged = dir.join("headland.toml.new");
+        std::fs::write(
+            &staged,
+            format!("{text}[upstreams.b]\nservers = [\"127.0.0.1:9\"]\n"),
+        )
+        .unwrap();
+        std::fs::rename(&staged, &path).unwrap();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let service = tokio::spawn(async move { watcher.start(shutdown).await });
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while snapshots.load().generation < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change was never loaded"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        service.await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -66,6 +66,8 @@ fn check_reports_all_located_errors_and_exits_nonzero() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_runs_with_no_setup_and_prints_what_to_try() {
+    // Reserved ports (see support::ports): `headland demo` binds them itself beside the
+    // reservations, and no other process can take them meanwhile.
     let http: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let https: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -102,11 +104,15 @@ async fn demo_runs_with_no_setup_and_prints_what_to_try() {
         "{banner}"
     );
 
+    // Until the demo listens, the reservation refuses connections. (Polling, bounded.)
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(http).is_err() {
         assert!(Instant::now() < deadline, "demo proxy never listened");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The DNS sockets are bound before the proxy listens (src/server.rs); the UDP
+    // reservation would take a share of the queries from now on.
+    support::ports::release_udp(dns.port());
     for (host, path, served_by) in [
         ("app.example.com", "/", "pm2-core"),
         ("api.example.com", "/v1/users", "kong"),

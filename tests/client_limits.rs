@@ -239,6 +239,61 @@ async fn connections_over_the_per_address_cap_are_closed() {
     assert_eq!(app.count(), 4);
 }
 
+/// A client that asks for a large response and then reads nothing (the end of a slow-read
+/// attack) is disconnected after `send_timeout`, and the upstream connection is closed too,
+/// so the app's worker is free again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_is_disconnected_and_frees_the_upstream() {
+    // More than the loopback socket buffers on both hops can hold, so writes must block.
+    const BODY: usize = 64 << 20;
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let (released_tx, released) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = app.accept().await.unwrap();
+        let mut head = [0u8; 4096];
+        let _ = stream.read(&mut head).await.unwrap();
+        let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n");
+        stream.write_all(header.as_bytes()).await.unwrap();
+        let chunk = vec![b'x'; 64 << 10];
+        let mut sent = 0;
+        while sent < BODY {
+            if stream.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        let _ = released_tx.send(sent);
+    });
+    let proxy = Headland::start(&app_config(app_addr, "send_timeout = \"1s\"", ""));
+    let mut client = TcpStream::connect(proxy.http).await.unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing until the app has seen its connection end.
+    let sent = tokio::time::timeout(Duration::from_secs(30), released)
+        .await
+        .expect("the upstream connection was closed")
+        .unwrap();
+    assert!(sent < BODY, "the app wrote its whole body ({sent} bytes)");
+    let received = read_until_closed(&mut client).await;
+    assert!(
+        received.len() < BODY,
+        "the client was cut off ({} bytes)",
+        received.len()
+    );
+    proxy.wait_access_log(1);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics.count(
+            "headland_http_limit_rejections_total",
+            &[("limit", "send_timeout")]
+        ),
+        1.0
+    );
+}
+
 /// The scenario: 1,000 clients trickling request bodies, an app that serves 64
 /// connections at once, and ordinary clients from another address.
 #[tokio::test(flavor = "multi_thread")]

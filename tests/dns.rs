@@ -340,14 +340,15 @@ async fn a_reload_moves_a_geo_name_with_no_lost_query() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Counted progress instead of fixed sleeps: queries run before the reload and after it.
+    wait_answered(&answered, 25).await;
     // apac leaves the geo name: its clients now get the nearest remaining region.
     dns.proxy
         .write_config(&dns_config(["", "", ""], r#""na", "eu""#, ""));
     let (status, body) = dns.proxy.reload().await;
     assert_eq!(status, 200, "{body}");
     let after = addresses(&geo(dns.addr, "10.1.0.0/16").await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_answered(&answered, answered.load(Ordering::SeqCst) + 26).await;
     stop.store(true, Ordering::SeqCst);
     for client in clients {
         client.await.unwrap(); // a lost UDP answer would have failed the client (5 s timeout)
@@ -359,6 +360,19 @@ async fn a_reload_moves_a_geo_name_with_no_lost_query() {
     );
     assert_eq!(wrong.load(Ordering::SeqCst), 0);
     assert!(answered.load(Ordering::SeqCst) > 50);
+}
+
+/// Waits (bounded) until the query loops have had `n` answers.
+async fn wait_answered(answered: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.load(Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the query loops stalled at {} answers",
+            answered.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -170,6 +170,18 @@ upstream = "swarm"
 
     let tcp = TcpStream::connect(proxy.http).await.unwrap();
     assert_eq!(h2_get(tcp, "app.test", "/swarm/chat?room=1").await, 200);
+    // A body over HTTP/2 is buffered and then forwarded whole.
+    let tcp = TcpStream::connect(proxy.http).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let post = http::Request::post("http://app.test/swarm/upload")
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(post, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(b"hello over h2"), true)
+        .unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
     let roots = [cert.cert.der().clone()];
     let (tls, alpn, _) = support::tls_client::handshake(https, "app.test", &roots, &[b"h2"])
         .await
@@ -177,8 +189,11 @@ upstream = "swarm"
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
     assert_eq!(h2_get(tls, "app.test", "/swarm/chat?room=2").await, 200);
 
-    let seen = swarm.seen();
-    assert_eq!(seen.len(), 2);
+    let mut seen = swarm.seen();
+    assert_eq!(seen.len(), 3);
+    let upload = seen.remove(1);
+    assert_eq!(upload.target, "/upload");
+    assert_eq!(upload.body, b"hello over h2");
     for (request, room) in seen.iter().zip(["1", "2"]) {
         assert_eq!(request.target, format!("/chat?room={room}"));
         assert_eq!(request.header("host"), Some("app.test"));

@@ -75,9 +75,15 @@ upstream = "dead"
             _ => 0.0,
         })
         .sum();
-    assert_eq!(routed, 6.0, "every request is counted, the unrouted one too");
     assert_eq!(
-        m.value(requests, &[("route", ""), ("upstream", ""), ("code", "404")]),
+        routed, 6.0,
+        "every request is counted, the unrouted one too"
+    );
+    assert_eq!(
+        m.value(
+            requests,
+            &[("route", ""), ("upstream", ""), ("code", "404")]
+        ),
         Some(1.0),
         "the unrouted request, under an empty route label"
     );

@@ -54,12 +54,22 @@ async fn sighup_applies_a_valid_file_and_keeps_serving_through_an_invalid_one() 
 
     proxy.write_config(&routes_to("kongg", a, b));
     proxy.signal("HUP");
-    // Give the rejected reload every chance to (wrongly) take effect, then check nothing moved.
-    for _ in 0..20 {
+    // Wait until the reload was rejected (not a fixed sleep that may end before the signal
+    // is handled), then check that nothing moved.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy
+        .metrics()
+        .await
+        .count("headland_config_reloads_total", &[("result", "error")])
+        < 1.0
+    {
+        assert!(Instant::now() < deadline, "the invalid file was never read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
         let response = get(proxy.http, "app.test", "/").await;
         assert_eq!(response.status, 200);
         assert_eq!(response.served_by(), "b");
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(
         proxy.is_running(),
@@ -78,9 +88,11 @@ async fn fifty_reloads_under_load_drop_no_request() {
     let proxy = Headland::start(&routes_to("a", a, b));
     let http = proxy.http;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let stop = std::sync::Arc::clone(&stop);
+            let answered = std::sync::Arc::clone(&answered);
             tokio::spawn(async move {
                 let (mut ok, mut failed) = (0u32, Vec::new());
                 let deadline = Instant::now() + Duration::from_secs(120);
@@ -89,6 +101,7 @@ async fn fifty_reloads_under_load_drop_no_request() {
                     let response = get(http, "app.test", "/").await;
                     if response.status == 200 {
                         ok += 1;
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     } else {
                         failed.push(response.status);
                     }
@@ -119,6 +132,17 @@ async fn fifty_reloads_under_load_drop_no_request() {
         // Visible right after the reload returns: no waiting, no polling.
         let response = get(http, "app.test", "/").await;
         assert_eq!(response.served_by(), expected, "round {round}");
+        // The clients' requests interleave with the reloads however slow the machine: each
+        // round waits for three more answers (bounded), rather than hoping enough came.
+        let target = answered.load(std::sync::atomic::Ordering::SeqCst) + 3;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < target {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the clients stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,11 @@ async fn a_new_process_takes_over_the_sockets_with_no_refused_connection() {
     ));
     let http = old.http;
     let stop = Arc::new(AtomicBool::new(false));
-    let loop_stop = Arc::clone(&stop);
+    let answered = Arc::new(AtomicU32::new(0));
+    let (loop_stop, loop_answered) = (Arc::clone(&stop), Arc::clone(&answered));
     // Fresh connections all along: a refused or reset one would show as an error here.
     let clients = tokio::spawn(async move {
-        let (mut ok, mut failures) = (0u32, Vec::new());
+        let mut failures = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !loop_stop.load(Ordering::Relaxed) && Instant::now() < deadline {
             match tokio::net::TcpStream::connect(http).await {
@@ -29,16 +30,18 @@ async fn a_new_process_takes_over_the_sockets_with_no_refused_connection() {
                 Ok(_) => {
                     let response = get(http, "app.test", "/").await;
                     if response.status == 200 {
-                        ok += 1;
+                        loop_answered.fetch_add(1, Ordering::SeqCst);
                     } else {
                         failures.push(format!("status {}", response.status));
                     }
                 }
             }
         }
-        (ok, failures)
+        failures
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Counted progress instead of fixed sleeps: the loop has run before the upgrade, and
+    // runs on the new process alone afterwards, however slow the machine.
+    wait_answered(&answered, 25).await;
 
     let _new = old.spawn_upgrade();
     // The new process waits on the upgrade socket; give it a moment to get there.
@@ -59,9 +62,10 @@ async fn a_new_process_takes_over_the_sockets_with_no_refused_connection() {
         "old process {old_pid} did not exit"
     );
     // Keep the loop running on the new process alone for a while.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_answered(&answered, answered.load(Ordering::SeqCst) + 25).await;
     stop.store(true, Ordering::Relaxed);
-    let (ok, failures) = clients.await.unwrap();
+    let failures = clients.await.unwrap();
+    let ok = answered.load(Ordering::SeqCst);
     assert!(
         failures.is_empty(),
         "{} failures, first: {:?}",
@@ -73,4 +77,17 @@ async fn a_new_process_takes_over_the_sockets_with_no_refused_connection() {
     assert_eq!(get(http, "app.test", "/").await.status, 200);
     let pid = std::fs::read_to_string(old.dir.join("headland.pid")).unwrap();
     assert_ne!(pid.trim(), old_pid.to_string());
+}
+
+/// Waits (bounded) until the client loop has had `n` answers.
+async fn wait_answered(answered: &AtomicU32, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.load(Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the client loop stalled at {} answers",
+            answered.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::HashMap;
 
+use support::servers::CountingRelay;
 use support::{echo_upstream, get, refused_addr, request, scratch_dir, Headland};
 
 fn pool_config(name: &str, servers: &[std::net::SocketAddr], extra: &str) -> String {
@@ -41,21 +42,38 @@ async fn round_robin_spreads_evenly_over_three_servers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn least_conn_prefers_the_idle_server() {
-    let servers = [echo_upstream("a").await, echo_upstream("b").await];
+    // Relays show when the proxy has connected to a server, so the test knows the slow
+    // request is in flight instead of sleeping and hoping it is.
+    let relays = [
+        CountingRelay::start(echo_upstream("a").await).await,
+        CountingRelay::start(echo_upstream("b").await).await,
+    ];
+    let servers = [relays[0].addr, relays[1].addr];
     let proxy = Headland::start(&pool_config("lc", &servers, "balance = \"least_conn\""));
     let http = proxy.http;
     // Occupy one server with a slow request, then send quick ones while it is in flight.
-    let slow = tokio::spawn(async move { get(http, "lc.test", "/?delay_ms=1500").await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The proxy counts a server busy when it picks it, before connecting: once a relay has
+    // a connection, that server is busy. The slow request outlasts any quick ones (it is
+    // dropped at the end, not awaited), so the order of the two is not left to timing.
+    let slow = tokio::spawn(async move { get(http, "lc.test", "/?delay_ms=60000").await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while relays.iter().all(|r| r.accepted() == 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow request never reached a server"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let busy = if relays[0].accepted() > 0 { "a" } else { "b" };
     let quick = count_servers(&proxy, "lc.test", 10).await;
-    let busy = slow.await.unwrap().served_by();
+    slow.abort();
     assert_eq!(
         quick.len(),
         1,
         "all quick requests on one server: {quick:?}"
     );
     assert!(
-        !quick.contains_key(&busy),
+        !quick.contains_key(busy),
         "the busy server {busy} got none: {quick:?}"
     );
 }

@@ -4,19 +4,27 @@
 //! error and a reload with one keeps the previous zones serving.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::error::{did_you_mean, ErrorSink};
+use super::error::ErrorSink;
+use super::field::{suggestion, Limits, Scope};
 use super::raw::{RawConfig, RawGeoName, RawRegion, RawZone};
-use super::{parse_duration, HealthCheck, HttpProbe, Probe, StatusSet};
+use super::{HealthCheck, HttpProbe, Probe, StatusSet};
 use crate::dns::{DnsView, GeoDb, GeoNameSpec, GeoPolicy, RegionSpec, RrlSpec, ZoneSpec};
 
 const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
 const DEFAULT_GEO_TTL: u32 = 30;
+/// Seconds a resolver may cache a geo answer: up to a day.
+const GEO_TTLS: RangeInclusive<i64> = 0..=86_400;
+const DEFAULT_WEIGHT: u32 = 1;
+const WEIGHTS: RangeInclusive<i64> = 1..=1000;
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shortest pause between two probes of a region's health URL: "0s" made the prober a hot
 /// loop (one probe after another, no pause). 100 ms still lets a fast failover or a test
 /// see a verdict within a second.
@@ -24,6 +32,8 @@ const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 /// Shortest time one probe may take: "0s" fails every probe at once and takes the region
 /// out of the answers, and a probe needs a TCP handshake and an HTTP exchange.
 const MIN_HEALTH_TIMEOUT: Duration = Duration::from_millis(100);
+/// Probes in a row that turn a region up (`rise`) or down (`fall`).
+const PROBE_COUNTS: RangeInclusive<i64> = 1..=100;
 
 #[derive(Debug, Clone, Default)]
 pub struct DnsConfig {
@@ -68,19 +78,18 @@ pub fn dns(
     let names: Vec<&str> = raw.regions.keys().map(String::as_str).collect();
     if let (Some(node_region), false) = (node_region, names.is_empty()) {
         if !names.contains(&node_region) {
-            let hint = did_you_mean(node_region, names.iter().copied())
-                .map(|s| format!(" (did you mean \"{s}\"?)"))
-                .unwrap_or_default();
+            let hint = suggestion(node_region, names.iter().copied());
             sink.at(
                 raw.node.region.as_ref().map_or(0..0, Spanned::span),
                 format!("node region \"{node_region}\" is not one of [regions]{hint}"),
             );
         }
     }
-    let geoip =
-        raw.geoip.database.as_ref().and_then(|path| {
-            super::validate::non_empty_path(path, "geoip database", base_dir, sink)
-        });
+    let geoip = raw
+        .geoip
+        .database
+        .as_ref()
+        .and_then(|path| Scope::new("geoip ").path("database", path, base_dir, sink));
     let database = geoip.as_ref().and_then(|path| match GeoDb::open(path) {
         Ok(db) => Some(Arc::new(db)),
         Err(error) => {
@@ -102,7 +111,14 @@ pub fn dns(
         zones.push(spec);
     }
     let specs: Vec<RegionSpec> = regions.iter().map(|r| r.spec.clone()).collect();
-    let view = match DnsView::build(&zones, &specs, database) {
+    // A zone without a file name was reported above; reading "" would only add a second,
+    // less clear error for the same key.
+    let named: Vec<ZoneSpec> = zones
+        .iter()
+        .filter(|zone| !zone.file.as_os_str().is_empty())
+        .cloned()
+        .collect();
+    let view = match DnsView::build(&named, &specs, database) {
         Ok(view) => Arc::new(view),
         Err(errors) => {
             for error in errors {
@@ -171,23 +187,18 @@ fn region(name: &str, raw: &Spanned<RawRegion>, sink: &mut ErrorSink<'_>) -> Opt
     let continents = codes(region.continents.as_deref(), name, "continent", sink, |c| {
         CONTINENTS.contains(&c)
     });
-    let weight = match &region.weight {
-        Some(weight) => match u32::try_from(*weight.get_ref()) {
-            Ok(w) if (1..=1000).contains(&w) => w,
-            _ => {
-                sink.at(
-                    weight.span(),
-                    format!("region {name}: weight must be between 1 and 1000"),
-                );
-                1
-            }
-        },
-        None => 1,
-    };
+    let scope = Scope::new(format!("region {name}: "));
+    let weight = scope.integer(
+        "weight",
+        region.weight.as_ref(),
+        DEFAULT_WEIGHT,
+        &[WEIGHTS],
+        sink,
+    );
     let health = region
         .health
         .as_ref()
-        .and_then(|url| region_probe(name, url, region, sink));
+        .and_then(|url| region_probe(&scope, url, region, sink));
     if sink.len() > errors_before {
         return None;
     }
@@ -241,11 +252,28 @@ fn codes(
 
 /// `http://IP[:PORT]/PATH`: probed directly, so the host must be an address.
 fn region_probe(
-    name: &str,
+    scope: &Scope,
     url: &Spanned<String>,
     region: &RawRegion,
     sink: &mut ErrorSink<'_>,
 ) -> Option<RegionProbe> {
+    // Read before the URL, so that a wrong URL does not hide the other probe keys' errors.
+    let interval = scope.duration(
+        "health_interval",
+        region.health_interval.as_ref(),
+        DEFAULT_HEALTH_INTERVAL,
+        Limits::at_least(MIN_HEALTH_INTERVAL),
+        sink,
+    );
+    let timeout = scope.duration(
+        "health_timeout",
+        region.health_timeout.as_ref(),
+        DEFAULT_HEALTH_TIMEOUT,
+        Limits::at_least(MIN_HEALTH_TIMEOUT),
+        sink,
+    );
+    let rise = scope.integer("rise", region.rise.as_ref(), 2, &[PROBE_COUNTS], sink);
+    let fall = scope.integer("fall", region.fall.as_ref(), 3, &[PROBE_COUNTS], sink);
     let text = url.get_ref();
     let uri = text.parse::<http::Uri>().ok();
     let parsed = uri.as_ref().and_then(|uri| {
@@ -261,65 +289,9 @@ fn region_probe(
         ))
     });
     let Some((addr, host, path)) = parsed else {
-        sink.at(url.span(), format!("region {name}: health \"{text}\" must be an http:// URL with an IP address, e.g. \"http://203.0.113.10/.well-known/headland/health\" (probed directly, without DNS)"));
+        sink.at(url.span(), format!("{} \"{text}\" must be an http:// URL with an IP address, e.g. \"http://203.0.113.10/.well-known/headland/health\" (probed directly, without DNS)", scope.name("health")));
         return None;
     };
-    let duration = |raw: &Option<Spanned<String>>,
-                    (default, minimum): (Duration, Duration),
-                    key: &str,
-                    sink: &mut ErrorSink<'_>| {
-        let Some(value) = raw else { return default };
-        match parse_duration(value.get_ref()) {
-            Ok(d) if d >= minimum => d,
-            Ok(_) => {
-                sink.at(
-                    value.span(),
-                    // Debug prints whole milliseconds and seconds as the file writes
-                    // them ("100ms", "1s").
-                    format!("region {name}: {key} must be at least {minimum:?}"),
-                );
-                default
-            }
-            Err(_) => {
-                sink.at(
-                    value.span(),
-                    format!(
-                        "region {name}: {key} \"{}\" is not a duration such as \"5s\"",
-                        value.get_ref()
-                    ),
-                );
-                default
-            }
-        }
-    };
-    let interval = duration(
-        &region.health_interval,
-        (Duration::from_secs(5), MIN_HEALTH_INTERVAL),
-        "health_interval",
-        sink,
-    );
-    let timeout = duration(
-        &region.health_timeout,
-        (Duration::from_secs(2), MIN_HEALTH_TIMEOUT),
-        "health_timeout",
-        sink,
-    );
-    let count =
-        |raw: &Option<Spanned<i64>>, default: u32, key: &str, sink: &mut ErrorSink<'_>| match raw {
-            Some(value) => u32::try_from(*value.get_ref())
-                .ok()
-                .filter(|n| (1..=100).contains(n))
-                .unwrap_or_else(|| {
-                    sink.at(
-                        value.span(),
-                        format!("region {name}: {key} must be between 1 and 100"),
-                    );
-                    default
-                }),
-            None => default,
-        };
-    let rise = count(&region.rise, 2, "rise", sink);
-    let fall = count(&region.fall, 3, "fall", sink);
     Some(RegionProbe {
         url: text.clone(),
         addr,
@@ -349,7 +321,8 @@ fn zone(
     sink: &mut ErrorSink<'_>,
 ) -> ZoneSpec {
     let zone = raw.get_ref();
-    let file = super::validate::non_empty_path(&zone.file, "zone file", base_dir, sink)
+    let file = Scope::new(format!("zone {origin}: "))
+        .path("file", &zone.file, base_dir, sink)
         .unwrap_or_default();
     let geo = zone
         .geo
@@ -380,9 +353,7 @@ fn geo_name(
     };
     for region in &geo.regions {
         if !regions.contains(&region.get_ref().as_str()) {
-            let hint = did_you_mean(region.get_ref(), regions.iter().copied())
-                .map(|s| format!(" (did you mean \"{s}\"?)"))
-                .unwrap_or_default();
+            let hint = suggestion(region.get_ref(), regions.iter().copied());
             sink.at(
                 region.span(),
                 format!(
@@ -398,32 +369,22 @@ fn geo_name(
             format!("geo name {name} needs at least one region"),
         );
     }
-    let ttl = match &geo.ttl {
-        Some(ttl) => u32::try_from(*ttl.get_ref())
-            .ok()
-            .filter(|t| *t <= 86_400)
-            .unwrap_or_else(|| {
-                sink.at(ttl.span(), "ttl must be between 0 and 86400 seconds");
-                DEFAULT_GEO_TTL
-            }),
-        None => DEFAULT_GEO_TTL,
-    };
-    let policy = match geo
-        .policy
-        .as_ref()
-        .map(|p| (p.get_ref().as_str(), p.span()))
-    {
-        None | Some(("nearest", _)) => GeoPolicy::Nearest,
-        Some(("weighted", _)) => GeoPolicy::Weighted,
-        Some((other, span)) => {
-            sink.at(
-                span,
-                format!("policy \"{other}\" must be \"nearest\" or \"weighted\""),
-            );
-            GeoPolicy::Nearest
-        }
-    };
-    if policy == GeoPolicy::Nearest && !has_geoip {
+    let scope = Scope::new(format!("geo name {name}: "));
+    let ttl = scope.integer("ttl", geo.ttl.as_ref(), DEFAULT_GEO_TTL, &[GEO_TTLS], sink);
+    let before_policy = sink.len();
+    let policy = scope.choice(
+        "policy",
+        geo.policy.as_ref(),
+        GeoPolicy::Nearest,
+        &[
+            ("nearest", GeoPolicy::Nearest),
+            ("weighted", GeoPolicy::Weighted),
+        ],
+        sink,
+    );
+    // A misspelt policy is reported as such, not also as "nearest" without a database.
+    let policy_read = sink.len() == before_policy;
+    if policy_read && policy == GeoPolicy::Nearest && !has_geoip {
         sink.at(
             raw.span(),
             format!("geo name {name} uses policy \"nearest\", which needs [geoip] database"),

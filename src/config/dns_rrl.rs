@@ -8,16 +8,15 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::ErrorSink;
+use super::field::{Limits, Scope};
 use super::raw::RawDnsRateLimit;
-use super::units::parse_duration;
-use super::validate::network;
 use crate::dns::RrlSpec;
 
-const LABEL: &str = "dns.rate_limit";
 /// BIND accepts 0 to 1000 responses per second.
 const RATES: RangeInclusive<i64> = 0..=1000;
 /// BIND accepts a window of 1 to 3600 seconds.
-const WINDOWS: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(3600);
+const WINDOWS: Limits<Duration> =
+    Limits::between(Duration::from_secs(1), Duration::from_secs(3600));
 /// BIND accepts slip 0 to 10.
 const SLIPS: RangeInclusive<i64> = 0..=10;
 /// Accounts: from a handful to 16 Mi (about 512 MiB, far past any need).
@@ -26,58 +25,54 @@ const TABLE_SIZES: RangeInclusive<i64> = 64..=16_777_216;
 /// The rate limit `raw` describes, defaults filled in; with errors recorded, the defaults
 /// stand in for the wrong values.
 pub fn rate_limit(raw: Option<&Spanned<RawDnsRateLimit>>, sink: &mut ErrorSink<'_>) -> RrlSpec {
-    let mut spec = RrlSpec::default();
+    let default = RrlSpec::default();
     let Some(raw) = raw.map(Spanned::get_ref) else {
-        return spec;
+        return default;
     };
-    let mut number = |key: &str, value: &Option<Spanned<i64>>, range: RangeInclusive<i64>| {
-        let value = value.as_ref()?;
-        if range.contains(value.get_ref()) {
-            return Some(*value.get_ref());
+    let scope = Scope::new("dns.rate_limit: ");
+    let exempt = match &raw.exempt {
+        Some(exempt) => {
+            let examples = "\"192.0.2.0/24\" or \"2001:db8::/32\"";
+            exempt
+                .iter()
+                .filter_map(|cidr| scope.network("exempt", cidr, examples, sink))
+                .collect()
         }
-        sink.at(
-            value.span(),
-            format!(
-                "{LABEL}: {key} must be between {} and {}",
-                range.start(),
-                range.end()
-            ),
-        );
-        None
+        None => default.exempt,
     };
-    if let Some(rate) = number("responses_per_second", &raw.responses_per_second, RATES) {
-        spec.responses_per_second = u32::try_from(rate).unwrap_or(spec.responses_per_second);
+    RrlSpec {
+        responses_per_second: scope.integer(
+            "responses_per_second",
+            raw.responses_per_second.as_ref(),
+            default.responses_per_second,
+            &[RATES],
+            sink,
+        ),
+        window: scope.duration("window", raw.window.as_ref(), default.window, WINDOWS, sink),
+        slip: scope.integer("slip", raw.slip.as_ref(), default.slip, &[SLIPS], sink),
+        ipv4_prefix: scope.integer(
+            "ipv4_prefix",
+            raw.ipv4_prefix.as_ref(),
+            default.ipv4_prefix,
+            &[1..=32],
+            sink,
+        ),
+        ipv6_prefix: scope.integer(
+            "ipv6_prefix",
+            raw.ipv6_prefix.as_ref(),
+            default.ipv6_prefix,
+            &[1..=128],
+            sink,
+        ),
+        exempt,
+        table_size: scope.integer(
+            "table_size",
+            raw.table_size.as_ref(),
+            default.table_size,
+            &[TABLE_SIZES],
+            sink,
+        ),
     }
-    if let Some(slip) = number("slip", &raw.slip, SLIPS) {
-        spec.slip = u8::try_from(slip).unwrap_or(spec.slip);
-    }
-    if let Some(prefix) = number("ipv4_prefix", &raw.ipv4_prefix, 1..=32) {
-        spec.ipv4_prefix = u8::try_from(prefix).unwrap_or(spec.ipv4_prefix);
-    }
-    if let Some(prefix) = number("ipv6_prefix", &raw.ipv6_prefix, 1..=128) {
-        spec.ipv6_prefix = u8::try_from(prefix).unwrap_or(spec.ipv6_prefix);
-    }
-    if let Some(size) = number("table_size", &raw.table_size, TABLE_SIZES) {
-        spec.table_size = usize::try_from(size).unwrap_or(spec.table_size);
-    }
-    if let Some(window) = &raw.window {
-        match parse_duration(window.get_ref()) {
-            Ok(d) if WINDOWS.contains(&d) => spec.window = d,
-            Ok(_) => sink.at(
-                window.span(),
-                format!("{LABEL}: window must be between 1s and 1h"),
-            ),
-            Err(message) => sink.at(window.span(), format!("{LABEL}: window {message}")),
-        }
-    }
-    if let Some(exempt) = &raw.exempt {
-        let examples = "\"192.0.2.0/24\" or \"2001:db8::/32\"";
-        spec.exempt = exempt
-            .iter()
-            .filter_map(|cidr| network(cidr, "dns.rate_limit exempt", examples, sink))
-            .collect();
-    }
-    spec
 }
 
 #[cfg(test)]

@@ -77,11 +77,18 @@ impl fmt::Display for LocatedErrors {
 
 impl fmt::Display for LocatedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        // Messages quote values from the file; a newline in one would start a line that
+        // reads as another located error (`headland check` prints one error per line, which
+        // editors and CI parse), so control characters are written escaped (fuzz finding F1).
+        for c in self.message.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 

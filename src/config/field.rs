@@ -1,6 +1,6 @@
 //! The one parser for configuration fields: durations and sizes within limits, integers in
-//! ranges, choices from a fixed set (with "did you mean"), paths relative to the config
-//! file's directory, and secrets read from files.
+//! ranges, choices from a fixed set (with "did you mean"), networks (CIDRs), paths relative
+//! to the config file's directory, and secrets read from files.
 //!
 //! Every section validates its keys through here, so a kind of value is accepted, bounded
 //! and reported the same way wherever it appears. Per-section closures drifted apart: one
@@ -165,6 +165,29 @@ impl Scope {
             return None;
         }
         Some(base_dir.join(raw.get_ref()))
+    }
+
+    /// A network written as a CIDR, or a bare address meaning that one host; refused with
+    /// host bits set (`10.0.0.1/8`), which is most likely a typo for the network. Messages
+    /// show `examples` of what is expected.
+    pub fn network(
+        &self,
+        key: &str,
+        raw: &Spanned<String>,
+        examples: &str,
+        sink: &mut ErrorSink<'_>,
+    ) -> Option<IpNet> {
+        let text = raw.get_ref();
+        let problem = match cidr(text) {
+            Some(net) if net.trunc() == net => return Some(net),
+            Some(net) => format!("has host bits set (did you mean \"{}\"?)", net.trunc()),
+            None => format!("is not a CIDR (expected e.g. {examples})"),
+        };
+        sink.at(
+            raw.span(),
+            format!("{} \"{text}\" {problem}", self.name(key)),
+        );
+        None
     }
 
     /// The bytes of the file a path names. Messages name the file as written.
@@ -431,6 +454,31 @@ mod tests {
                 "f.toml:3:1: c must be between 0 (off) and 10",
                 "f.toml:4:1: d \"leastconn\" is unknown (did you mean \"least_conn\"?)",
                 "f.toml:4:1: d \"zzz\" must be \"round_robin\" or \"least_conn\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn networks_name_the_key_and_refuse_host_bits() {
+        let mut sink = ErrorSink::new("f.toml", TEXT);
+        let scope = Scope::new("dns.rate_limit: ");
+        let examples = "\"192.0.2.0/24\"";
+        let mut read = |text: &str| {
+            let raw = spanned(text.to_owned(), 5);
+            scope.network("exempt", &raw, examples, &mut sink)
+        };
+        assert_eq!(read("192.0.2.0/24"), Some("192.0.2.0/24".parse().unwrap()));
+        assert_eq!(
+            read("2001:db8::1"),
+            Some("2001:db8::1/128".parse().unwrap())
+        );
+        assert_eq!(read("10.0.0.1/8"), None);
+        assert_eq!(read("10.0.0.0/33"), None);
+        assert_eq!(
+            messages(sink),
+            [
+                "f.toml:5:1: dns.rate_limit: exempt \"10.0.0.1/8\" has host bits set (did you mean \"10.0.0.0/8\"?)",
+                "f.toml:5:1: dns.rate_limit: exempt \"10.0.0.0/33\" is not a CIDR (expected e.g. \"192.0.2.0/24\")",
             ]
         );
     }

@@ -22,6 +22,9 @@ pub struct HttpLimits {
     /// Longest wait between two reads of a request body (nginx `client_body_timeout`).
     /// Default: 60s.
     pub body_timeout: Duration,
+    /// Longest wait for a client to take more of a response (nginx `send_timeout`); past it
+    /// the connection is closed, and with it the upstream connection. Default: 60s.
+    pub send_timeout: Duration,
     /// Longest request target (path and query), in bytes; longer gets 414. Default: 8 KiB.
     pub max_uri_length: usize,
     /// Longest single header field (name and value), in bytes. Default: 8 KiB.
@@ -52,6 +55,7 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_uri_length: 8 << 10,
             max_header_field_size: 8 << 10,
             max_header_size: 32 << 10,
@@ -87,6 +91,7 @@ pub(super) fn http(raw: &RawHttp, sink: &mut ErrorSink<'_>) -> HttpLimits {
         defaults.keepalive_timeout,
     );
     let body_timeout = duration("body_timeout", &raw.body_timeout, defaults.body_timeout);
+    let send_timeout = duration("send_timeout", &raw.send_timeout, defaults.send_timeout);
 
     let mut size = |key: &str, raw: &Option<Spanned<String>>, default: usize, min: u64| {
         let limits = Limits::at_least(min);
@@ -180,6 +185,7 @@ pub(super) fn http(raw: &RawHttp, sink: &mut ErrorSink<'_>) -> HttpLimits {
         header_timeout,
         keepalive_timeout,
         body_timeout,
+        send_timeout,
         max_uri_length,
         max_header_field_size,
         max_header_size,

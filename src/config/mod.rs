@@ -34,7 +34,6 @@ pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
 pub use http_limits::HttpLimits;
 pub use rate_limit::RateLimitConfig;
 pub use tls::{StaticCertificate, TlsConfig};
-pub use units::{parse_duration, parse_size};
 pub use webhook::{WebhookConfig, EVENT_NAMES};
 
 /// A validated configuration. Cross-references (route → upstream) are resolved to indexes.

@@ -183,6 +183,7 @@ pub struct RawHttp {
     pub header_timeout: Option<Spanned<String>>,
     pub keepalive_timeout: Option<Spanned<String>>,
     pub body_timeout: Option<Spanned<String>>,
+    pub send_timeout: Option<Spanned<String>>,
     pub max_uri_length: Option<Spanned<String>>,
     pub max_header_field_size: Option<Spanned<String>>,
     pub max_header_size: Option<Spanned<String>>,

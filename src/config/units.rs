@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`. The error starts with the
 /// quoted input so callers can prefix the field name.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     const HELP: &str = "write a whole number followed by ms, s, m or h, e.g. \"500ms\" or \"5s\"";
     let (number, unit) = split_number(text);
     let value: u64 = number
@@ -24,7 +24,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses `<integer>[unit]` in bytes; K/M/G units are binary (1024-based), as in nginx.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(super) fn parse_size(text: &str) -> Result<u64, String> {
     const HELP: &str = "write a whole number followed by B, KiB, MiB or GiB, e.g. \"10MiB\"";
     let (number, unit) = split_number(text);
     let value: u64 = number

@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::HeaderName;
-use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{ErrorSink, LocatedErrors};
-use super::field::{self, Limits, Scope};
+use super::field::{Limits, Scope};
 use super::raw::{RawConfig, RawListen, RawNode};
 use super::{
     AccessLogOutput, ClientIpConfig, ClientIpHeader, Config, ListenConfig, NodeConfig,
@@ -269,9 +268,9 @@ fn client_ip(raw: &RawConfig, sink: &mut ErrorSink<'_>) -> ClientIpConfig {
         .trusted_proxies
         .iter()
         .filter_map(|cidr| {
-            network(
-                cidr,
+            Scope::new("client_ip.").network(
                 "trusted_proxies",
+                cidr,
                 "\"173.245.48.0/20\" or \"2400:cb00::/32\"",
                 sink,
             )
@@ -299,40 +298,6 @@ fn client_ip(raw: &RawConfig, sink: &mut ErrorSink<'_>) -> ClientIpConfig {
     }
 }
 
-/// A network written as a CIDR (or a bare address, one host) in the list `key`; with host
-/// bits set or unreadable, an error naming `key` and showing `examples`.
-pub(super) fn network(
-    cidr: &Spanned<String>,
-    key: &str,
-    examples: &str,
-    sink: &mut ErrorSink<'_>,
-) -> Option<IpNet> {
-    match field::cidr(cidr.get_ref()) {
-        Some(net) if net.trunc() != net => {
-            sink.at(
-                cidr.span(),
-                format!(
-                    "CIDR \"{}\" has host bits set (did you mean \"{}\"?)",
-                    cidr.get_ref(),
-                    net.trunc()
-                ),
-            );
-            None
-        }
-        Some(net) => Some(net),
-        None => {
-            sink.at(
-                cidr.span(),
-                format!(
-                    "invalid CIDR \"{}\" in {key} (expected e.g. {examples})",
-                    cidr.get_ref()
-                ),
-            );
-            None
-        }
-    }
-}
-
 /// An admin listener that other hosts can reach must not serve `/metrics`, `/config` and
 /// `/certs` to anyone: it needs the token (which remote peers must then present), or the
 /// operator's explicit `admin_public = true` (a container whose port is published only to
@@ -357,16 +322,6 @@ fn check_admin_exposure(
             "admin address {addr} is not loopback and there is no admin_token_file: /metrics, /config and /certs would be open to the network (set admin_token_file, or admin_public = true if the network is yours)"
         ),
     );
-}
-
-/// `dns.rs` still resolves its paths through this name; it is the shared field parser's.
-pub(super) fn non_empty_path(
-    path: &Spanned<String>,
-    key: &str,
-    base_dir: &Path,
-    sink: &mut ErrorSink<'_>,
-) -> Option<PathBuf> {
-    Scope::default().path(key, path, base_dir, sink)
 }
 
 #[cfg(test)]

@@ -66,8 +66,10 @@ pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
 
     let bind = || TcpListener::bind("127.0.0.1:0").map_err(DemoError::Upstreams);
     let (pm2, docker, kong) = (bind()?, bind()?, bind()?);
-    // A port that was free a moment ago and that nobody listens on: the "down" app.
-    let dead_port = bind()?.local_addr().map_err(DemoError::Upstreams)?.port();
+    // The "down" app: a port bound for as long as the demo runs but never listening, so
+    // connections to it are refused. A port that was merely free a moment ago could be
+    // taken by any program and bring the "down" app back to life.
+    let (dead, dead_port) = bound_not_listening().map_err(DemoError::Upstreams)?;
     let port = |l: &TcpListener| {
         l.local_addr()
             .map(|a| a.port())
@@ -98,6 +100,7 @@ pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
     std::thread::Builder::new()
         .name("demo-upstreams".into())
         .spawn(move || {
+            let _dead = dead; // held, never listening, while the demo runs
             runtime.block_on(async move {
                 for (listener, name) in upstreams {
                     if listener.set_nonblocking(true).is_err() {
@@ -112,6 +115,21 @@ pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
         })
         .map_err(DemoError::Upstreams)?;
     Ok(config)
+}
+
+/// A loopback TCP socket with a port of its own that never listens, and the port:
+/// connections are refused. Without SO_REUSEADDR, no other socket can bind the port while
+/// it is open.
+fn bound_not_listening() -> std::io::Result<(socket2::Socket, u16)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    let port = socket
+        .local_addr()?
+        .as_socket()
+        .map(|a| a.port())
+        .ok_or_else(|| std::io::Error::other("bound socket without an address"))?;
+    Ok((socket, port))
 }
 
 /// The commands to try, printed once the demo is up.

@@ -29,6 +29,8 @@ pub const EDNS_UDP_LIMIT: u16 = 1232;
 /// QR is the top bit of the header's third byte, after the ID (RFC 1035 section 4.1.1).
 const QR_BYTE: usize = 2;
 const QR_BIT: u8 = 0x80;
+/// A DNS header is 12 bytes (RFC 1035 §4.1.1).
+const HEADER_LEN: usize = 12;
 
 /// How the query arrived; only UDP responses are size-limited and truncated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +106,13 @@ pub fn respond(
     let Ok(header) = Header::read(&mut BinDecoder::new(query)) else {
         return dropped();
     };
+    if question_is_compressed(query) {
+        return Response {
+            bytes: Some(unparseable_formerr(&header)),
+            outcome: formerr_outcome(),
+            rate_key: ResponseKey::error(),
+        };
+    }
     let protocol = match transport {
         Transport::Udp => Protocol::Udp,
         Transport::Tcp => Protocol::Tcp,
@@ -129,6 +138,25 @@ pub fn respond(
         outcome: reply.outcome,
         rate_key: reply.rate_key,
     }
+}
+
+/// True when the first question's name uses a compression pointer (or a reserved label
+/// type). Nothing but the header precedes the question, so no valid query does that; and
+/// hickory echoes the question's bytes as received, so the pointer would point into our own
+/// reply's header and the client would read back another name (fuzz finding F2). Such a
+/// packet gets a header-only FORMERR.
+fn question_is_compressed(packet: &[u8]) -> bool {
+    let mut at = HEADER_LEN;
+    while let Some(&len) = packet.get(at) {
+        if len & 0xC0 != 0 {
+            return true;
+        }
+        if len == 0 {
+            return false;
+        }
+        at += 1 + usize::from(len);
+    }
+    false
 }
 
 /// True when `packet` has QR set: it is a response, whether or not the rest parses.

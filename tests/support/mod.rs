@@ -1,10 +1,13 @@
-//! Test support: the real `headland` binary on free loopback ports, real echo upstreams on
-//! port 0, and a plain HTTP/1.1 client that can also send what browsers never would.
+//! Test support: the real `headland` binary on loopback listeners bound by the test and handed
+//! over (so no other process can hold its ports), real echo upstreams on port 0, and a plain
+//! HTTP/1.1 client that can also send what browsers never would.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod dns_client;
+pub mod handover;
 pub mod http1;
 pub mod pebble;
+pub mod ports;
 pub mod recorder;
 pub mod servers;
 pub mod tls_client;
@@ -21,6 +24,8 @@ use tokio::net::TcpListener;
 
 #[allow(unused_imports)]
 pub use http1::{get, request, request_bytes, request_from, Response};
+#[allow(unused_imports)]
+pub use ports::{free_port, refused_addr};
 
 /// A running `headland run` process, killed on drop.
 pub struct Headland {
@@ -36,13 +41,57 @@ pub struct Headland {
 /// The admin token every test instance is started with.
 pub const TOKEN: &str = "test-admin-token";
 
-/// A port that was free when asked. Pingora binds its own listeners, so the test cannot
-/// hand it an already-bound socket; `Headland::start` retries if another process won the race.
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+/// Starts of the process before a test gives up: a start fails only if the process dies
+/// (e.g. its wait on the upgrade socket timed out on a starved machine).
+const START_ATTEMPTS: usize = 3;
+
+/// How long one start may take, hand-over and readiness together, on a loaded machine.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// `RUST_LOG` for the child: `HEADLAND_TEST_LOG`, else warnings. Pingora logs every
+/// one-second wait on the upgrade socket as an error, which is how a hand-over always goes
+/// here (see `handover`); that module alone is silenced. A failed bootstrap is still logged
+/// by `pingora_core::server::bootstrap_services`.
+fn child_log_filter() -> String {
+    std::env::var("HEADLAND_TEST_LOG")
+        .unwrap_or_else(|_| "warn,pingora_core::server::transfer_fd=off".into())
+}
+
+/// Whether process `pid` has a handler for SIGHUP: bit 0 (signal 1) of the `SigCgt` mask
+/// in /proc/PID/status (proc(5)).
+fn catches_sighup(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 == 1)
+}
+
+/// The `[listen]` addresses of a configuration text that a test may have reserved.
+struct ListenAddresses {
+    https: Vec<SocketAddr>,
+    dns: Vec<SocketAddr>,
+}
+
+fn listen_addresses(config: &str) -> ListenAddresses {
+    let table: toml::Table = config.parse().expect("test configuration is TOML");
+    let list = |key: &str| -> Vec<SocketAddr> {
+        table
+            .get("listen")
+            .and_then(|listen| listen.get(key))
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str()?.parse().ok())
+            .collect()
+    };
+    ListenAddresses {
+        https: list("https"),
+        dns: list("dns"),
+    }
 }
 
 /// A directory for one test, removed when the test's `Headland` drops.
@@ -63,7 +112,7 @@ pub fn binary() -> &'static str {
 
 impl Headland {
     /// Starts Headland with `body` (upstreams, routes, other sections) plus generated
-    /// `[node]` and `[listen]` sections on free loopback ports.
+    /// `[node]` and `[listen]` sections, on loopback listeners handed over by the test.
     pub fn start(body: &str) -> Headland {
         Self::start_with_listen(body, "")
     }
@@ -81,24 +130,51 @@ impl Headland {
 
     /// Like `start_with`, with `dir` as the working and state directory (a second run over
     /// the same state).
+    ///
+    /// Headland's HTTP and admin listeners, and any `[listen]` address on a port from
+    /// [`free_port`] (e.g. `https`), are bound here and handed to `headland run --upgrade`
+    /// over its upgrade socket (see `handover`), so the ports are never free for another
+    /// process to take. Before, the ports came from `free_port()` as bare numbers that Headland
+    /// bound later: when another test's upstream got one first, Pingora kept retrying the bind
+    /// in the background while the readiness check connected to that upstream, and the test
+    /// talked to the wrong server ("every key on one server").
     pub fn start_in(dir: PathBuf, body: &str, listen_extra: &str, node_extra: &str) -> Headland {
         std::fs::write(dir.join("admin.token"), format!("{TOKEN}\n")).unwrap();
-        for _attempt in 0..3 {
-            let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-            let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-            let preamble = format!(
-                "[node]\nname = \"test\"\nstate_dir = \"{state}\"\nthreads = 2\n{node_extra}\n\n[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\nadmin_token_file = \"admin.token\"\n{listen_extra}\n",
-                state = dir.display()
-            );
-            let config_path = dir.join("headland.toml");
-            std::fs::write(&config_path, format!("{preamble}\n{body}\n")).unwrap();
+        // Held until Headland is ready, so a retry can hand the same sockets over again.
+        let http_listener = ports::loopback_listener();
+        let admin_listener = ports::loopback_listener();
+        let http = http_listener.local_addr().unwrap();
+        let admin = admin_listener.local_addr().unwrap();
+        let preamble = format!(
+            "[node]\nname = \"test\"\nstate_dir = \"{state}\"\nthreads = 2\n{node_extra}\n\n[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\nadmin_token_file = \"admin.token\"\n{listen_extra}\n",
+            state = dir.display()
+        );
+        let config_path = dir.join("headland.toml");
+        let config = format!("{preamble}\n{body}\n");
+        std::fs::write(&config_path, &config).unwrap();
+
+        let listen = listen_addresses(&config);
+        let mut listeners = vec![(http, http_listener), (admin, admin_listener)];
+        listeners.extend(
+            listen
+                .https
+                .iter()
+                .filter_map(|addr| Some((*addr, ports::reserved_listener(*addr)?))),
+        );
+        // DNS sockets Headland binds itself (SO_REUSEPORT): reserved ports keep their UDP
+        // twin until then (see `ports`), and drop it once Headland is up.
+        let reserved_dns: Vec<u16> = listen
+            .dns
+            .iter()
+            .filter(|addr| ports::hold_udp(**addr))
+            .map(SocketAddr::port)
+            .collect();
+
+        for attempt in 1..=START_ATTEMPTS {
             let mut child = Command::new(binary())
-                .args(["run", "--config"])
+                .args(["run", "--upgrade", "--config"])
                 .arg(&config_path)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("HEADLAND_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-                )
+                .env("RUST_LOG", child_log_filter())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -111,34 +187,57 @@ impl Headland {
                     lines.lock().unwrap().push(line);
                 }
             });
+            let deadline = Instant::now() + START_LIMIT;
+            let handed: Vec<(SocketAddr, &StdListener)> =
+                listeners.iter().map(|(addr, l)| (*addr, l)).collect();
+            let handover =
+                handover::hand_over(&dir.join("upgrade.sock"), &handed, &mut child, deadline);
             let mut headland = Headland {
                 child,
                 http,
                 admin,
                 dir: dir.clone(),
-                preamble,
+                preamble: preamble.clone(),
                 stdout,
             };
-            if headland.wait_ready() {
-                return headland;
+            match handover {
+                Ok(()) if headland.wait_ready(deadline) => {
+                    for &port in &reserved_dns {
+                        ports::release_udp(port);
+                    }
+                    return headland;
+                }
+                Ok(()) => eprintln!("headland start {attempt}: not ready (see stderr above)"),
+                Err(error) => eprintln!("headland start {attempt}: hand-over failed: {error:?}"),
             }
+            // Not dropped: that would remove `dir`, which the next attempt needs.
+            headland.stop_keeping_state();
         }
-        panic!("headland did not start (see stderr above)");
+        panic!("headland did not start in {START_ATTEMPTS} attempts (see stderr above)");
     }
 
-    /// Waits for the admin health endpoint and the HTTP listener; false if the process died.
-    fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// Waits for the admin health endpoint and for SIGHUP to be caught; false if the process
+    /// died or `deadline` passed. The admin and HTTP listeners were handed over, so no other
+    /// process can be answering on them; the HTTP listener queues connections until the
+    /// proxy service accepts.
+    ///
+    /// SIGHUP: its default action ends the process, and Headland catches it only once its
+    /// reload service has started, which on a loaded machine can come after the admin API.
+    /// Tests (and `headland reload` without a token) send it right after the start.
+    fn wait_ready(&mut self, deadline: Instant) -> bool {
+        let mut admin_up = false;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            let admin_up = http1::get_blocking(self.admin, "admin", "/healthz")
-                .is_some_and(|r| r.status == 200);
-            if admin_up && std::net::TcpStream::connect(self.http).is_ok() {
+            admin_up = admin_up
+                || http1::get_blocking(self.admin, "admin", "/healthz")
+                    .is_some_and(|r| r.status == 200);
+            if admin_up && catches_sighup(self.child.id()) {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            // Polling a condition, bounded by the deadline.
+            std::thread::sleep(Duration::from_millis(20));
         }
         false
     }
@@ -227,8 +326,10 @@ impl Headland {
     }
 
     /// Waits until at least `n` access-log lines are written (the writer is asynchronous).
+    /// Bounded generously: the bound only matters when the lines never come, and a loaded
+    /// machine can take seconds.
     pub fn wait_access_log(&self, n: usize) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let lines = self.access_log();
             if lines.len() >= n || Instant::now() > deadline {
@@ -264,11 +365,6 @@ pub async fn echo_upstream(name: &str) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(headland::demo::echo::serve(listener, name.to_owned()));
     addr
-}
-
-/// An address where nothing listens: connections are refused.
-pub fn refused_addr() -> SocketAddr {
-    ([127, 0, 0, 1], free_port()).into()
 }
 
 /// One `/metrics` scrape, parsed by a Prometheus text-format parser.

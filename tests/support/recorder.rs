@@ -1,4 +1,5 @@
-//! An upstream that records what reaches it: every request's target, headers and body, a
+//! An upstream that records what reaches it: every request's target, headers and body
+//! (Content-Length or chunked), a
 //! watched count of requests (so a test can wait for "the upstream has it" without sleeping),
 //! an optional delay before it answers, and an optional cap on connections it serves at once
 //! (an app with 64 workers: further connections wait, accepted but unanswered).
@@ -144,21 +145,57 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(Seen
                 .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
                 .and_then(|(_, v)| v.trim().parse().ok())
                 .unwrap_or(0);
+            let chunked = headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+            });
             let method = request.method.unwrap_or("").to_owned();
             let target = request.path.unwrap_or("").to_owned();
-            while buf.len() < head_len + length {
-                read_more(stream, buf).await?;
-            }
-            let body = buf[head_len..head_len + length].to_vec();
+            let (body, used) = if chunked {
+                read_chunked(stream, buf, head_len).await?
+            } else {
+                while buf.len() < head_len + length {
+                    read_more(stream, buf).await?;
+                }
+                (buf[head_len..head_len + length].to_vec(), head_len + length)
+            };
             let seen = Seen {
                 method,
                 target,
                 headers,
                 body,
             };
-            return Some((seen, head_len + length));
+            return Some((seen, used));
         }
         read_more(stream, buf).await?;
+    }
+}
+
+/// A chunked body (RFC 9112 §7.1, no trailers) starting at `start`: the body and the end.
+async fn read_chunked(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    start: usize,
+) -> Option<(Vec<u8>, usize)> {
+    let mut body = Vec::new();
+    let mut at = start;
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf[at..].windows(2).position(|w| w == b"\r\n") {
+                break at + i;
+            }
+            read_more(stream, buf).await?;
+        };
+        let size_text = String::from_utf8_lossy(&buf[at..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        let data_start = line_end + 2;
+        while buf.len() < data_start + size + 2 {
+            read_more(stream, buf).await?;
+        }
+        body.extend_from_slice(&buf[data_start..data_start + size]);
+        at = data_start + size + 2;
+        if size == 0 {
+            return Some((body, at));
+        }
     }
 }
 

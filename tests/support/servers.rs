@@ -98,10 +98,13 @@ impl SwitchableUpstream {
 }
 
 /// The real echo upstream on its own runtime, so that killing it closes every socket it
-/// has, listening and established, as a crashed process would.
+/// has, listening and established, as a crashed process would. A placeholder socket keeps
+/// the port bound without listening: after the kill, connections are refused, and no other
+/// test's server can start on the port and bring the "dead" server back (see `ports`).
 pub struct KillableUpstream {
     pub addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
+    _placeholder: socket2::Socket,
 }
 
 impl KillableUpstream {
@@ -111,8 +114,7 @@ impl KillableUpstream {
             .enable_all()
             .build()
             .unwrap();
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
+        let (std_listener, placeholder) = super::ports::listener_with_placeholder();
         let addr = std_listener.local_addr().unwrap();
         let name = name.to_owned();
         runtime.spawn(async move {
@@ -122,6 +124,7 @@ impl KillableUpstream {
         Self {
             addr,
             runtime: Some(runtime),
+            _placeholder: placeholder,
         }
     }
 
@@ -224,5 +227,37 @@ impl WebhookReceiver {
 
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.deliveries.lock().unwrap().clone()
+    }
+}
+
+/// A TCP relay in front of `target` that counts the connections it accepted. The proxy
+/// opens a connection to a server only after picking it, so a count going up shows that a
+/// request is on its way to this server, with no sleep to guess when.
+pub struct CountingRelay {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl CountingRelay {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, accepted }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
