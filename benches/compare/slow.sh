@@ -89,12 +89,13 @@ stop() {
   kill -KILL "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
 }
-# Peak RSS (VmHWM) of a process and its children (nginx master + workers), MiB.
-peak_rss_mib() {
+# rss_mib PID FIELD: VmHWM (peak) or VmRSS (now) of a process and its children (nginx
+# master + workers), MiB.
+rss_mib() {
   local total=0 pid
   for pid in "$1" $(pgrep -P "$1" || true); do
     [ -r "/proc/$pid/status" ] || continue
-    total=$(( total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") ))
+    total=$(( total + $(awk -v f="$2:" '$1 == f {print $2}' "/proc/$pid/status") ))
   done
   awk -v k="$total" 'BEGIN { printf "%.1f", k / 1024 }'
 }
@@ -208,7 +209,7 @@ log_summary() {
 # $results.
 measure() {
   local name=$1 proxy=$2 ramp=0 seconds=$ATTACK_SECONDS attack_pid="" sampler_pid probe rss
-  local rejections="-" attacker="- -" left=-
+  local rejections="-" attacker="- -" left=- rss_after=-
   [ "$name" = none ] && seconds=$BASELINE_SECONDS
   start_app
   start_proxy "$proxy"
@@ -222,7 +223,7 @@ measure() {
   sample $(( ramp + seconds + PROBE_TIMEOUT + 2 )) "$work/peaks" & sampler_pid=$!; pids+=("$sampler_pid")
   sleep "$ramp"
   probe=$(python3 benches/compare/probe.py "$PROBE_SOURCE" "$proxy_port" /small "$PROBE_RATE" "$seconds" "$PROBE_TIMEOUT")
-  rss=$(peak_rss_mib "$proxy_pid")
+  rss=$(rss_mib "$proxy_pid" VmHWM)
   if [[ $proxy == headland* ]]; then
     # e.g. connections_per_ip=744: the rejections by limit, from Headland's own metrics.
     rejections=$(curl -s "http://127.0.0.1:$admin_port/metrics" | awk -F'[{}"= ]+' \
@@ -234,21 +235,22 @@ measure() {
     # slowhttptest's CSV: seconds,closed,pending,connected,service available. Reported: the
     # most connections it held open at once, and how many the server had closed by the end.
     [ -s "$work/attack.csv" ] && attacker=$(awk -F, 'NR > 1 { if ($4 > m) m = $4; c = $2 } END { print m + 0, c + 0 }' "$work/attack.csv")
-    # Client connections the proxy still holds 2 s after the attacker is gone: more than a
-    # few would be connections it lost track of.
+    # Client connections the proxy still holds 2 s after the attacker is gone, and its RSS
+    # then: connections it lost track of, or memory it kept, would show here.
     sleep 2
     left=$(ss -Htn state established "( sport = :$proxy_port )" | wc -l)
+    rss_after=$(rss_mib "$proxy_pid" VmRSS)
   fi
   stop "$sampler_pid"
   stop "$proxy_pid"
   stop "$app_pid"
   log_summary "$name" "$proxy"
   # name proxy | sent served p50 p99 timeouts closed status per_10s codes | rss | peak client conns,
-  # peak app conns | app peak busy, peak waiting, POSTs | attacker held, closed | left open |
-  # rejections
-  printf '%s %s %s %s %s %s %s %s %s\n' "$name" "$proxy" "$probe" "$rss" "$(cat "$work/peaks" 2>/dev/null || echo '- -')" \
+  # peak app conns | app peak busy, peak waiting, POSTs | attacker held, closed | left open,
+  # RSS after | rejections
+  printf '%s %s %s %s %s %s %s %s %s %s\n' "$name" "$proxy" "$probe" "$rss" "$(cat "$work/peaks" 2>/dev/null || echo '- -')" \
     "$(python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); print(s["peak_busy"], s["peak_waiting"], s["posts"])' "$work/app-stats.json")" \
-    "$attacker" "$left" "$rejections" >> "$results"
+    "$attacker" "$left" "$rss_after" "$rejections" >> "$results"
   echo "$(tail -1 "$results")  (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 }
 
@@ -268,17 +270,18 @@ for name in $ATTACKS; do
 done
 
 echo
-printf '%-10s %-16s %7s %8s %8s %11s %7s %7s %5s %6s %5s %6s %5s  %s\n' attack proxy served "p50 ms" "p99 ms" failed "RSS MiB" "client" "app" "app" "app" attack "left" "% served per 10 s | non-2xx | Headland rejections"
-printf '%-10s %-16s %7s %8s %8s %11s %7s %7s %5s %6s %5s %6s %5s\n' "" "" "" "" "" "" "" conns busy queued POSTs held open
-while read -r name proxy sent served p50 p99 timeouts closed status shares codes rss peak_c _peak_a busy waiting posts held _closed_by_srv left rej; do
-  printf '%-10s %-16s %6s%% %8s %8s %11s %7s %7s %5s %6s %5s %6s %5s  %s | %s | %s\n' "$name" "$proxy" \
+printf '%-10s %-16s %7s %8s %8s %11s %7s %7s %5s %6s %5s %6s %5s %6s  %s\n' attack proxy served "p50 ms" "p99 ms" failed "RSS MiB" "client" "app" "app" "app" attack "left" "RSS" "% served per 10 s | non-2xx | Headland rejections"
+printf '%-10s %-16s %7s %8s %8s %11s %7s %7s %5s %6s %5s %6s %5s %6s\n' "" "" "" "" "" "" peak conns busy queued POSTs held open after
+while read -r name proxy sent served p50 p99 timeouts closed status shares codes rss peak_c _peak_a busy waiting posts held _closed_by_srv left rss_after rej; do
+  printf '%-10s %-16s %6s%% %8s %8s %11s %7s %7s %5s %6s %5s %6s %5s %6s  %s | %s | %s\n' "$name" "$proxy" \
     "$(awk -v s="$served" -v n="$sent" 'BEGIN { printf "%.1f", 100 * s / n }')" "$p50" "$p99" \
-    "${timeouts}t/${closed}c/${status}s" "$rss" "$peak_c" "$busy" "$waiting" "$posts" "$held" "$left" "$shares" "$codes" "$rej"
+    "${timeouts}t/${closed}c/${status}s" "$rss" "$peak_c" "$busy" "$waiting" "$posts" "$held" "$left" "$rss_after" "$shares" "$codes" "$rej"
 done < "$results"
 echo "served: 2xx in full within ${PROBE_TIMEOUT}s, of $PROBE_RATE probe requests a second; p50/p99 over those served."
 echo "failed: t = no answer within ${PROBE_TIMEOUT}s, c = refused/reset/closed, s = non-2xx. client conns: the proxy's peak open client connections;"
 echo "app busy/queued: the app's peak workers in use / connections waiting for one; app POSTs: request bodies that reached the app;"
-echo "attack held: most attack connections open at once (slowhttptest); left open: client connections the proxy held 2 s after the attack ended."
+echo "attack held: most attack connections open at once (slowhttptest); left open, RSS after: the proxy's client connections and RSS (MiB)"
+echo "2 s after the attack ended."
 if [ -s "$notes" ]; then
   echo
   echo "proxy error logs (nginx error.log; Headland stderr at RUST_LOG=error), lines by message:"
