@@ -13,6 +13,7 @@ pub const UPSTREAM_UP: &str = "headland_upstream_up";
 pub const HEALTH_CHECKS: &str = "headland_upstream_health_checks_total";
 pub const CONNECT_ERRORS: &str = "headland_upstream_connect_errors_total";
 pub const RETRIES: &str = "headland_upstream_retries_total";
+pub const REGION_FALLBACKS: &str = "headland_region_fallback_total";
 pub const RATELIMIT_REJECTED: &str = "headland_ratelimit_rejected_total";
 pub const EJECTIONS: &str = "headland_upstream_ejections_total";
 pub const CONFIG_RELOADS: &str = "headland_config_reloads_total";
@@ -62,6 +63,7 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     pub connect_errors: IntCounterVec,
     pub retries: IntCounterVec,
+    pub region_fallbacks: IntCounterVec,
     pub ejections: IntCounterVec,
     pub ratelimit_rejected: IntCounterVec,
     pub config_reloads: IntCounterVec,
@@ -121,6 +123,11 @@ impl Metrics {
             RETRIES,
             "Requests sent again to another server of the pool.",
             &["upstream"],
+        )?;
+        let region_fallbacks = counter(
+            REGION_FALLBACKS,
+            "Requests a route sent to another region's edge because its own pool could not answer.",
+            &["route", "region"],
         )?;
         let ejections = counter(
             EJECTIONS,
@@ -241,6 +248,7 @@ impl Metrics {
             health_checks,
             connect_errors,
             retries,
+            region_fallbacks,
             ejections,
             ratelimit_rejected,
             config_reloads,

@@ -92,12 +92,20 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
+    let (webhooks, webhook_worker) = Webhooks::new(Arc::clone(&snapshots), Arc::clone(&metrics));
+    server.add_service(background_service("webhooks", webhook_worker));
+    let webhooks = Arc::new(webhooks);
+    let registry = Arc::new(HealthRegistry::new(
+        Arc::clone(&metrics),
+        Arc::clone(&webhooks),
+    ));
     let acme = Arc::new(Acme::default());
     let proxy_app = HeadlandProxy::new(
         Arc::clone(&snapshots),
         Arc::clone(&access_log),
         Arc::clone(&metrics),
         acme.tokens.clone(),
+        Arc::clone(&registry),
     );
     let mut http_app = http_proxy(&server.configuration, proxy_app);
     http_app.server_options = Some(server_options(listen.h2c, h2_idle_timeout));
@@ -166,13 +174,6 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         server.add_service(admin);
     }
 
-    let (webhooks, webhook_worker) = Webhooks::new(Arc::clone(&snapshots), Arc::clone(&metrics));
-    server.add_service(background_service("webhooks", webhook_worker));
-    let webhooks = Arc::new(webhooks);
-    let registry = Arc::new(HealthRegistry::new(
-        Arc::clone(&metrics),
-        Arc::clone(&webhooks),
-    ));
     if !listen.dns.is_empty() {
         let sockets = DnsSockets::bind(&listen.dns, threads).map_err(|error| StartError::Dns {
             addrs: format!("{:?}", listen.dns),

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora::utils::tls::WrappedX509;
 use tokio::sync::watch;
 
 use crate::client_ip::ClientIpPolicy;
 use crate::config::Config;
+use crate::proxy::region_fallback;
 use crate::proxy::route_table::RouteTable;
 use crate::ratelimit::Limiter;
 use crate::tls::CertIndex;
@@ -26,6 +28,8 @@ pub struct Snapshot {
     pub limiters: Vec<Arc<Limiter>>,
     pub client_ip: ClientIpPolicy,
     pub certs: CertIndex,
+    /// `[tls] edge_ca_file`, ready for the region fallback's connections.
+    pub edge_ca: Option<Arc<[WrappedX509]>>,
 }
 
 /// The one place the current snapshot lives, shared by every service. Background tasks that
@@ -63,6 +67,7 @@ impl Snapshot {
         let routes = RouteTable::new(&config.routes, &pools, &limiters);
         let client_ip = ClientIpPolicy::new(&config.client_ip);
         let certs = CertIndex::new(&config.tls);
+        let edge_ca = config.tls.edge_ca.as_deref().map(region_fallback::trust);
         Self {
             generation,
             config,
@@ -71,6 +76,7 @@ impl Snapshot {
             limiters,
             client_ip,
             certs,
+            edge_ca,
         }
     }
 

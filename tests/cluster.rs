@@ -249,8 +249,13 @@ async fn start_nodes(
 ) -> Nodes {
     let mut nodes = Vec::new();
     for (i, (node, ip)) in NODES.iter().enumerate() {
-        let headland =
-            Headland::start_node(node, IpAddr::V4(*ip), body, (&listen_extra(i), ""), true);
+        let headland = Headland::start_node(
+            node,
+            IpAddr::V4(*ip),
+            body,
+            (&listen_extra(i), ""),
+            Some(support::node_listener(IpAddr::V4(*ip))),
+        );
         nodes.push(headland);
     }
     Nodes { nodes, root, name }
@@ -472,7 +477,7 @@ async fn a_dead_nodes_region_leaves_every_nodes_dns_answers() {
         .map(|(i, (name, ip))| {
             let listen = format!("dns = [\"{}\"]", dns[i]);
             let node = format!("region = \"{}\"", regions[i]);
-            Headland::start_node(name, IpAddr::V4(*ip), &body, (&listen, &node), false)
+            Headland::start_node(name, IpAddr::V4(*ip), &body, (&listen, &node), None)
         })
         .collect();
     // An apac client (10.1.0.0/16 in the test database) is sent to apac by every node.
@@ -524,7 +529,7 @@ async fn nodes_keep_serving_through_an_etcd_outage_and_catch_up_after() {
             IpAddr::V4(*ip),
             &body,
             (&listen, &node),
-            false,
+            None,
         ));
         apps.push(app);
     }
@@ -558,6 +563,148 @@ async fn nodes_keep_serving_through_an_etcd_outage_and_catch_up_after() {
     for server in &dns[1..] {
         wait_geo_answer(*server, "10.1.0.0/16", EU, Duration::from_secs(20)).await;
     }
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One HTTPS request for `app.test` to `edge`, trusting `root`: status and serving app.
+async fn https_app(edge: SocketAddr, root: &CertificateDer<'static>) -> (u16, String) {
+    let (mut stream, _, _) =
+        handshake(edge, "app.test", std::slice::from_ref(root), &[b"http/1.1"])
+            .await
+            .unwrap_or_else(|e| panic!("{edge}: {e}"));
+    let response = https_get(&mut stream, "app.test", "/").await;
+    (response.status, response.served_by())
+}
+
+/// `fallback = { regions = true }`: the apac node's app dies and a client still holding the
+/// apac answer is served by the nearest region's edge over HTTPS (redirect_http on: no 308
+/// ping-pong); with eu down too, na serves; a request already forwarded once is never
+/// forwarded again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_region_whose_app_died_is_served_by_the_nearest_edge_over_https() {
+    if !etcd::available() {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let dir = support::scratch_dir();
+    let generated = rcgen::generate_simple_self_signed(vec!["app.test".to_owned()]).unwrap();
+    let root = generated.cert.der().clone();
+    std::fs::write(dir.join("app.pem"), generated.cert.pem()).unwrap();
+    std::fs::write(dir.join("app.key"), generated.signing_key.serialize_pem()).unwrap();
+    let https: Vec<std::net::TcpListener> = NODES
+        .iter()
+        .map(|(_, ip)| support::node_listener(IpAddr::V4(*ip)))
+        .collect();
+    let edges: Vec<SocketAddr> = https.iter().map(|l| l.local_addr().unwrap()).collect();
+    let regions = ["apac", "na", "eu"];
+    let locations = ["3.14, lon = 101.69", "39.0, lon = -77.5", "50.1, lon = 8.7"];
+    let mut region_sections = String::new();
+    for ((region, location), edge) in regions.iter().zip(locations).zip(&edges) {
+        region_sections += &format!(
+            "[regions.{region}]\naddresses = [\"{ip}\"]\nlocation = {{ lat = {location} }}\nedge = \"{edge}\"\n\n",
+            ip = edge.ip()
+        );
+    }
+    let mut apps: Vec<support::servers::KillableUpstream> = regions
+        .iter()
+        .map(|region| support::servers::KillableUpstream::start(&format!("app-{region}")))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, ((name, ip), listener)) in NODES.iter().zip(https).enumerate() {
+        let body = format!(
+            r#"
+[tls]
+redirect_http = true
+edge_ca_file = "{pem}"
+
+[[certificates]]
+names = ["app.test"]
+cert_file = "{pem}"
+key_file = "{key}"
+
+{region_sections}
+[upstreams.app]
+servers = ["{app}"]
+health = {{ path = "/", interval = "100ms", rise = 1, fall = 1 }}
+
+[[routes]]
+host = "app.test"
+upstream = "app"
+fallback = {{ regions = true }}
+
+{cluster}
+"#,
+            pem = dir.join("app.pem").display(),
+            key = dir.join("app.key").display(),
+            app = apps[i].addr,
+            cluster = cluster_section(&etcd, &seal_key_file(&dir)),
+        );
+        let node = format!("region = \"{}\"", regions[i]);
+        nodes.push(Headland::start_node(
+            name,
+            IpAddr::V4(*ip),
+            &body,
+            ("", &node),
+            Some(listener),
+        ));
+    }
+    let apac = edges[0];
+    assert_eq!(https_app(apac, &root).await, (200, "app-apac".to_owned()));
+
+    // apac's app dies: every request still answers, from the nearest region (eu).
+    apps[0].kill();
+    for _ in 0..30 {
+        let (status, served_by) = https_app(apac, &root).await;
+        assert_eq!(status, 200);
+        assert_eq!(served_by, "app-eu");
+    }
+    let metrics = nodes[0].metrics().await;
+    let fallbacks = metrics.count(
+        "headland_region_fallback_total",
+        &[("route", "app.test/"), ("region", "eu")],
+    );
+    assert_eq!(fallbacks, 30.0, "{}", metrics.text);
+
+    // A request that another edge forwarded is never forwarded again: apac answers it
+    // itself, and no other edge sees it.
+    let before = nodes[2].access_log().len();
+    let raw =
+        "GET / HTTP/1.1\r\nHost: app.test\r\nHeadland-Hop: node-b\r\nConnection: close\r\n\r\n";
+    let (mut stream, _, _) = handshake(
+        apac,
+        "app.test",
+        std::slice::from_ref(&root),
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let response = support::tls_client::https_request(&mut stream, raw).await;
+    assert_eq!(response.status, 503, "pool down and not forwarded");
+    assert_eq!(nodes[2].access_log().len(), before);
+
+    // eu's app dies too: once the cluster knows eu is not ready, na serves.
+    apps[2].kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, served_by) = https_app(apac, &root).await;
+        if status == 200 && served_by == "app-na" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status} from {served_by}");
+        // Polling until the shared view says eu is down, bounded.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (na_before, eu_before) = (nodes[1].access_log().len(), nodes[2].access_log().len());
+    for _ in 0..20 {
+        assert_eq!(https_app(apac, &root).await, (200, "app-na".to_owned()));
+    }
+    // Each request visited apac and na once: eu saw none of them, na exactly 20.
+    assert_eq!(
+        nodes[1].wait_access_log(na_before + 20).len(),
+        na_before + 20
+    );
+    assert_eq!(nodes[2].access_log().len(), eu_before);
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }

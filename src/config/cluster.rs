@@ -174,7 +174,8 @@ fn tls(
     match (ca, uses_https) {
         (Some(ca), true) => Some(ClusterTls { ca, identity }),
         (None, true) => {
-            if let Some(endpoint) = cluster.endpoints.iter().flatten().next() {
+            let mut endpoints = cluster.endpoints.iter().flatten();
+            if let Some(endpoint) = endpoints.find(|e| e.get_ref().starts_with("https://")) {
                 sink.at(endpoint.span(), "cluster endpoints use https://: set cluster ca_file to the CA that signed etcd's certificate");
             }
             None

@@ -54,6 +54,9 @@ pub struct RegionConfig {
     pub spec: RegionSpec,
     /// Default: none (the region always counts as up).
     pub health: Option<RegionProbe>,
+    /// Where another region's edge forwards requests for this region over HTTPS (routes with
+    /// `fallback = { regions = true }`). Default: the first address, port 443.
+    pub edge: SocketAddr,
 }
 
 /// Where and how a region's health URL is probed.
@@ -199,9 +202,26 @@ fn region(name: &str, raw: &Spanned<RawRegion>, sink: &mut ErrorSink<'_>) -> Opt
         .health
         .as_ref()
         .and_then(|url| region_probe(&scope, url, region, sink));
+    let first = v4.first().copied().map(IpAddr::V4);
+    let first = first.or_else(|| v6.first().copied().map(IpAddr::V6));
+    let edge = match &region.edge {
+        Some(edge) => edge.get_ref().parse::<SocketAddr>().ok().or_else(|| {
+            sink.at(
+                edge.span(),
+                format!(
+                    "{} \"{}\" must be an IP address and port, e.g. \"203.0.113.10:443\"",
+                    scope.name("edge"),
+                    edge.get_ref()
+                ),
+            );
+            None
+        }),
+        None => first.map(|ip| SocketAddr::new(ip, 443)),
+    };
     if sink.len() > errors_before {
         return None;
     }
+    let edge = edge?;
     Some(RegionConfig {
         spec: RegionSpec {
             name: name.to_owned(),
@@ -214,6 +234,7 @@ fn region(name: &str, raw: &Spanned<RawRegion>, sink: &mut ErrorSink<'_>) -> Opt
             weight,
         },
         health,
+        edge,
     })
 }
 

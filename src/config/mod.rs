@@ -235,6 +235,9 @@ pub enum Fallback {
     StaticDir { dir: PathBuf, status: u16 },
     /// Forward to `upstreams[index]` instead.
     Upstream(usize),
+    /// Forward over HTTPS to the edge of the nearest region that is up (`[regions.NAME]
+    /// edge`), marked so that it is never forwarded again.
+    Regions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

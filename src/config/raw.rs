@@ -61,6 +61,7 @@ pub struct RawRegion {
     pub health_timeout: Option<Spanned<String>>,
     pub rise: Option<Spanned<i64>>,
     pub fall: Option<Spanned<i64>>,
+    pub edge: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +115,7 @@ pub struct RawTls {
     pub redirect_http: Option<bool>,
     pub hsts: Option<Spanned<String>>,
     pub default_certificate: Option<Spanned<String>>,
+    pub edge_ca_file: Option<Spanned<String>>,
 }
 
 /// `[[certificates]]`: a certificate from files for the listed names, or, without files,
@@ -295,5 +297,6 @@ pub struct RawRedirect {
 pub struct RawFallback {
     pub static_dir: Option<Spanned<String>>,
     pub upstream: Option<Spanned<String>>,
+    pub regions: Option<Spanned<bool>>,
     pub status: Option<Spanned<i64>>,
 }

@@ -264,7 +264,8 @@ fn upstream_index(
     None
 }
 
-/// `fallback = { static_dir = "DIR", status = 503 }` or `fallback = { upstream = "NAME" }`.
+/// `fallback = { static_dir = "DIR", status = 503 }`, `{ upstream = "NAME" }` or
+/// `{ regions = true }`.
 fn fallback(
     scope: &Scope,
     raw: &Spanned<RawFallback>,
@@ -273,8 +274,19 @@ fn fallback(
     sink: &mut ErrorSink<'_>,
 ) -> Option<Fallback> {
     let fallback = raw.get_ref();
-    match (&fallback.static_dir, &fallback.upstream) {
-        (Some(dir), None) => {
+    let regions = fallback.regions.as_ref().filter(|r| *r.get_ref());
+    if let Some(off) = fallback.regions.as_ref().filter(|r| !*r.get_ref()) {
+        sink.at(
+            off.span(),
+            format!(
+                "{} regions can only be true (leave fallback out instead)",
+                scope.name("fallback")
+            ),
+        );
+        return None;
+    }
+    match (&fallback.static_dir, &fallback.upstream, regions) {
+        (Some(dir), None, None) => {
             let errors_before = sink.len();
             let dir = scope.path("fallback static_dir", dir, base_dir, sink);
             let status = scope.integer(
@@ -289,30 +301,36 @@ fn fallback(
                 .flatten()
                 .map(|dir| Fallback::StaticDir { dir, status })
         }
-        (None, Some(name)) => {
-            // Another pool answers with its own status.
+        (None, upstream, regions) if upstream.is_some() != regions.is_some() => {
+            // Another pool, or another region's edge, answers with its own status.
             if let Some(status) = &fallback.status {
                 sink.at(
                     status.span(),
                     format!("{} needs static_dir", scope.name("fallback status")),
                 );
             }
-            upstream_index(name, upstreams, sink).map(Fallback::Upstream)
+            match upstream {
+                Some(name) => upstream_index(name, upstreams, sink).map(Fallback::Upstream),
+                None => Some(Fallback::Regions),
+            }
         }
-        (Some(dir), Some(_)) => {
+        (None, None, None) => {
             sink.at(
-                dir.span(),
+                raw.span(),
                 format!(
-                    "{} has either static_dir or upstream, not both",
+                    "{} needs static_dir, upstream or regions = true",
                     scope.name("fallback")
                 ),
             );
             None
         }
-        (None, None) => {
+        _ => {
             sink.at(
                 raw.span(),
-                format!("{} needs static_dir or upstream", scope.name("fallback")),
+                format!(
+                    "{} has one of static_dir, upstream or regions = true, not several",
+                    scope.name("fallback")
+                ),
             );
             None
         }

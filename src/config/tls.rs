@@ -30,6 +30,9 @@ pub struct TlsConfig {
     /// Index into `certificates` for clients that send no (or an unknown) server name.
     /// Default: none (such handshakes fail).
     pub default_certificate: Option<usize>,
+    /// The CAs (DER) other regions' edges' certificates chain to, for `fallback = { regions =
+    /// true }`. Default: none, meaning the platform's trust store (public ACME certificates).
+    pub edge_ca: Option<Vec<Vec<u8>>>,
 }
 
 /// A certificate chain and key from files, for the names it was checked against.
@@ -113,13 +116,46 @@ pub fn tls(
     if https_listeners > 0 && certificates.is_empty() && !acme_configured {
         sink.at(0..0, "listen.https needs certificates: add [acme] to obtain them, or [[certificates]] entries with cert_file and key_file");
     }
+    let edge_ca = raw
+        .edge_ca_file
+        .as_ref()
+        .and_then(|file| edge_ca(file, base_dir, sink));
     TlsConfig {
         redirect_http: raw.redirect_http.unwrap_or(false),
         hsts,
         certificates: loaded,
         acme_certificates,
         default_certificate,
+        edge_ca,
     }
+}
+
+/// `edge_ca_file`: PEM certificates that parse as X.509 (Pingora's connector would panic on
+/// one that does not).
+fn edge_ca(
+    file: &Spanned<String>,
+    base_dir: &Path,
+    sink: &mut ErrorSink<'_>,
+) -> Option<Vec<Vec<u8>>> {
+    let pem = Scope::default().file("edge_ca_file", file, base_dir, sink)?;
+    let certificates: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&pem)
+        .filter_map(Result::ok)
+        .map(|der| der.to_vec())
+        .collect();
+    let parsed = certificates
+        .iter()
+        .all(|der| x509_parser::parse_x509_certificate(der).is_ok());
+    if certificates.is_empty() || !parsed {
+        sink.at(
+            file.span(),
+            format!(
+                "edge_ca_file \"{}\" must hold PEM CA certificates",
+                file.get_ref()
+            ),
+        );
+        return None;
+    }
+    Some(certificates)
 }
 
 /// A file-less `[[certificates]]` entry: names for ACME. Wildcards need DNS-01: HTTP-01

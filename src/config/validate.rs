@@ -80,6 +80,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         .acme
         .as_ref()
         .map(|acme| super::acme::acme(acme, &tls, &routes, (&listen, &dns), base_dir, &mut sink));
+    check_region_fallbacks(&raw, &node, &dns, &mut sink);
     let cluster = raw
         .cluster
         .as_ref()
@@ -116,6 +117,33 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         dns,
         cluster,
     })
+}
+
+/// `fallback = { regions = true }` forwards to the nearest other region, measured from this
+/// node's own: both must be known.
+fn check_region_fallbacks(
+    raw: &RawConfig,
+    node: &NodeConfig,
+    dns: &super::DnsConfig,
+    sink: &mut ErrorSink<'_>,
+) {
+    let own_known = node
+        .region
+        .as_ref()
+        .is_some_and(|own| dns.regions.iter().any(|r| r.spec.name == *own));
+    for route in &raw.routes {
+        let Some(regions) = route
+            .get_ref()
+            .fallback
+            .as_ref()
+            .and_then(|f| f.get_ref().regions.as_ref())
+        else {
+            continue;
+        };
+        if *regions.get_ref() && !own_known {
+            sink.at(regions.span(), "fallback regions = true needs [node] region set to one of the [regions] (the nearest other region is measured from it)");
+        }
+    }
 }
 
 fn node(raw: &RawNode, base_dir: &Path, sink: &mut ErrorSink<'_>) -> NodeConfig {

@@ -9,6 +9,7 @@ pub mod connections;
 mod failure;
 pub mod forwarded;
 pub mod node_health;
+pub mod region_fallback;
 mod request_body;
 mod request_limits;
 mod responses;
@@ -38,8 +39,10 @@ use crate::config::Balance;
 use crate::metrics::{self, Metrics};
 use crate::ratelimit::RateLimitInfo;
 use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::upstream::registry::HealthRegistry;
 use crate::upstream::{InFlight, Pool, Tried};
 use forwarded::Downstream;
+use region_fallback::RegionEdge;
 use request_body::BufferedBody;
 use route_table::{Route, RouteFallback, RouteTarget};
 
@@ -50,6 +53,8 @@ pub struct HeadlandProxy {
     metrics: Arc<Metrics>,
     /// ACME HTTP-01 answers, served before routing so no route can shadow them.
     acme_tokens: Http01Tokens,
+    /// Region health, for `fallback = { regions = true }`.
+    registry: Arc<HealthRegistry>,
 }
 
 /// Everything one request accumulates on its way through the hooks.
@@ -66,6 +71,10 @@ pub struct RequestCtx {
     route: Option<usize>,
     /// The route's fallback pool took over from its own pool.
     on_fallback_pool: bool,
+    /// Another region's edge took over (`fallback = { regions = true }`).
+    region_edge: Option<RegionEdge>,
+    /// The request came from another region's edge: never forwarded to a region again.
+    hop: bool,
     request_id: HeaderValue,
     tried: Tried,
     retries: u32,
@@ -92,12 +101,14 @@ impl HeadlandProxy {
         access_log: Arc<AccessLog>,
         metrics: Arc<Metrics>,
         acme_tokens: Http01Tokens,
+        registry: Arc<HealthRegistry>,
     ) -> Self {
         Self {
             snapshots,
             access_log,
             metrics,
             acme_tokens,
+            registry,
         }
     }
 
@@ -127,16 +138,37 @@ impl HeadlandProxy {
             self.metrics.retries.with_label_values(&[&pool.name]).inc();
             return true;
         }
-        let fallback_ready = matches!(
-            self.route(ctx).and_then(|r| r.fallback.as_ref()),
-            Some(RouteFallback::Pool(fallback)) if fallback.is_available()
-        );
-        if fallback_ready && !ctx.on_fallback_pool {
-            ctx.on_fallback_pool = true;
-            ctx.tried = Tried::default();
-            return true;
+        match self.route(ctx).and_then(|r| r.fallback.as_ref()) {
+            Some(RouteFallback::Pool(fallback))
+                if fallback.is_available() && !ctx.on_fallback_pool =>
+            {
+                ctx.on_fallback_pool = true;
+                ctx.tried = Tried::default();
+                true
+            }
+            Some(RouteFallback::Regions) if ctx.region_edge.is_none() => {
+                self.choose_region_edge(ctx)
+            }
+            _ => false,
         }
-        false
+    }
+
+    /// Sends the request to the nearest other region's edge that is up, unless it came
+    /// from another edge already. Returns whether there is one.
+    fn choose_region_edge(&self, ctx: &mut RequestCtx) -> bool {
+        if ctx.hop {
+            return false;
+        }
+        let Some(edge) = region_fallback::nearest(&ctx.snapshot, &self.registry.regions) else {
+            return false;
+        };
+        let route = self.route(ctx).map_or(metrics::NONE, |r| r.name.as_str());
+        self.metrics
+            .region_fallbacks
+            .with_label_values(&[route, edge.region.as_str()])
+            .inc();
+        ctx.region_edge = Some(edge);
+        true
     }
 
     /// Feeds passive health with what the current server just did.
@@ -174,6 +206,8 @@ impl ProxyHttp for HeadlandProxy {
             original_path: None,
             route: None,
             on_fallback_pool: false,
+            region_edge: None,
+            hop: false,
             request_id: HeaderValue::from_static(""),
             tried: Tried::default(),
             retries: 0,
@@ -203,6 +237,10 @@ impl ProxyHttp for HeadlandProxy {
         // A client that stops taking the response (nginx's send_timeout) would otherwise
         // hold its connection and the upstream's for as long as it likes.
         session.set_write_timeout(Some(limits.send_timeout));
+        ctx.hop = session
+            .req_header()
+            .headers
+            .contains_key(region_fallback::HOP_HEADER);
         self.route_request(session, ctx).await
     }
 
@@ -284,6 +322,12 @@ impl ProxyHttp for HeadlandProxy {
                 "route has no upstream pool",
             ));
         };
+        if let Some(edge) = &ctx.region_edge {
+            ctx.in_flight = None;
+            ctx.buffered_body_sent = false;
+            let peer = region_fallback::peer(edge, &ctx.host, &pool, ctx.snapshot.edge_ca.as_ref());
+            return Ok(Box::new(peer));
+        }
         let key = hash_key(&pool.balance, session.req_header(), ctx.client_ip);
         let Some((index, server)) = pool.select(key, &ctx.tried) else {
             return Error::e_explain(
@@ -347,6 +391,11 @@ impl ProxyHttp for HeadlandProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.region_edge.is_some() {
+            let node = HeaderValue::from_str(&ctx.snapshot.config.node.name)
+                .unwrap_or(HeaderValue::from_static("headland"));
+            upstream_request.insert_header(region_fallback::HOP_HEADER, node)?;
+        }
         let peer_trusted = ctx
             .peer
             .is_some_and(|peer| ctx.snapshot.client_ip.is_trusted(peer));

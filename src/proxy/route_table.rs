@@ -29,8 +29,13 @@ pub struct Route {
 /// What answers when the route's pool cannot.
 #[derive(Debug)]
 pub enum RouteFallback {
-    StaticDir { dir: PathBuf, status: u16 },
+    StaticDir {
+        dir: PathBuf,
+        status: u16,
+    },
     Pool(Arc<Pool>),
+    /// The nearest other region's edge that is up, over HTTPS.
+    Regions,
 }
 
 #[derive(Debug)]
@@ -86,6 +91,7 @@ impl RouteTable {
                     Some(Fallback::Upstream(index)) => {
                         pools.get(*index).cloned().map(RouteFallback::Pool)
                     }
+                    Some(Fallback::Regions) => Some(RouteFallback::Regions),
                 },
                 max_body_size: config.max_body_size,
                 rate_limit: config.rate_limit.and_then(|i| limiters.get(i)).cloned(),

@@ -288,6 +288,7 @@ impl HeadlandProxy {
                 ctx.on_fallback_pool = true;
                 return Ok(false);
             }
+            Some(RouteFallback::Regions) if self.choose_region_edge(ctx) => return Ok(false),
             Some(RouteFallback::StaticDir { dir, status }) => {
                 let path = session.req_header().uri.path().to_owned();
                 let retry_after = retry_after(pool);

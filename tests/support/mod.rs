@@ -97,6 +97,13 @@ fn listen_addresses(config: &str) -> ListenAddresses {
     }
 }
 
+/// A listener on `ip`, port 0, ready to hand to a node (see `Headland::start_node`).
+pub fn node_listener(ip: std::net::IpAddr) -> StdListener {
+    let listener = StdListener::bind((ip, 0)).expect("bind a node listener");
+    listener.set_nonblocking(true).unwrap();
+    listener
+}
+
 /// A directory for one test, removed when the test's `Headland` drops.
 pub fn scratch_dir() -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -154,21 +161,17 @@ impl Headland {
         )
     }
 
-    /// One node of a cluster: named `name`, its HTTP (and with `https`, HTTPS) listener on
-    /// `ip` (a loopback address such as 127.0.0.21), with extra `[listen]` and `[node]` keys.
+    /// One node of a cluster: named `name`, its HTTP listener on `ip` (a loopback address
+    /// such as 127.0.0.21), with extra `[listen]` and `[node]` keys, and `https` (from
+    /// [`node_listener`]) as its HTTPS listener.
     pub fn start_node(
         name: &str,
         ip: std::net::IpAddr,
         body: &str,
         (listen_extra, node_extra): (&str, &str),
-        https: bool,
+        https: Option<StdListener>,
     ) -> Headland {
-        let bind = || {
-            let listener = StdListener::bind((ip, 0)).expect("bind a node listener");
-            listener.set_nonblocking(true).unwrap();
-            listener
-        };
-        let (http, https) = (bind(), https.then(bind));
+        let http = node_listener(ip);
         Self::start_listening(
             scratch_dir(),
             name,

@@ -52,6 +52,14 @@ pub async fn https_get(
     path: &str,
 ) -> super::Response {
     let raw = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    https_request(stream, &raw).await
+}
+
+/// Sends `raw` (a whole request with `Connection: close`); the whole response.
+pub async fn https_request(
+    stream: &mut TlsStream<tokio::net::TcpStream>,
+    raw: &str,
+) -> super::Response {
     stream.write_all(raw.as_bytes()).await.unwrap();
     let mut bytes = Vec::new();
     // rustls reports a missing close_notify as an error after the data; the data is what counts.
