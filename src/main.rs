@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use headland::acme::report;
 use headland::admin::client::post_reload;
+use headland::cluster::{shared_config, status, Cluster};
 use headland::config::{self, ConfigError};
 use headland::demo::{self, DemoAddrs};
 use headland::pid_file;
@@ -57,6 +58,12 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         renew: Option<String>,
     },
+    /// The nodes sharing this node's `[cluster]`: their status, and the routing configuration
+    /// they share.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Validate a configuration file; print every error as FILE:LINE:COL: message.
     Check {
         #[arg(long, short)]
@@ -75,6 +82,25 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Every live node: region, readiness, configuration generation, shared configuration
+    /// hash, certificates, last reload error.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Store FILE as the routing configuration every node runs (everything but [node],
+    /// [listen] and [cluster], which stay in each node's file), after validating it with
+    /// this node's local sections. Each node validates it again and keeps its last good
+    /// configuration if it fails there.
+    Push {
+        #[arg(long, short)]
+        config: PathBuf,
+        file: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
@@ -85,15 +111,18 @@ fn main() -> ExitCode {
             upgrade,
         } => match config::load_with_text(&path) {
             Ok((config, text)) => {
+                let (config, shared) = with_shared_config(&path, config);
                 let options = StartOptions {
                     upgrade,
                     source: Some((path, text)),
+                    shared,
                 };
                 server::run(config, options).map_err(anyhow::Error::from)
             }
             Err(error) => return config_failed(&error),
         },
         Command::Reload { config } => return reload(&config),
+        Command::Cluster { action } => return cluster(action),
         Command::Certs { config, renew } => return certs(&config, renew.as_deref()),
         Command::Demo {
             http,
@@ -196,6 +225,95 @@ fn certs(path: &Path, renew: Option<&str>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// In a cluster with a shared routing configuration (from etcd, else the copy this node
+/// kept), the configuration the node starts with; the local file alone otherwise, or when
+/// the shared one fails here (said loudly; the node's status reports it after the start).
+fn with_shared_config(path: &Path, local: config::Config) -> (config::Config, Option<String>) {
+    let Some(shared) = shared_config::fetch_at_start(&local) else {
+        return (local, None);
+    };
+    match shared_config::load(path, Some(&shared)) {
+        Ok((config, _)) => (config, Some(shared)),
+        Err(error) => {
+            eprintln!("the shared configuration does not load on this node; starting with the local file:\n{error}");
+            (local, None)
+        }
+    }
+}
+
+fn cluster(action: ClusterAction) -> ExitCode {
+    let path = match &action {
+        ClusterAction::Status { config } | ClusterAction::Push { config, .. } => config,
+    };
+    let local = match config::load(path) {
+        Ok(config) => config,
+        Err(error) => return config_failed(&error),
+    };
+    let Some(cluster_config) = local.cluster.clone() else {
+        eprintln!("{}: no [cluster] section", path.display());
+        return ExitCode::FAILURE;
+    };
+    let pushed = match &action {
+        ClusterAction::Push { file, .. } => match validated_push(path, file) {
+            Ok(text) => Some(text),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::FAILURE;
+            }
+        },
+        ClusterAction::Status { .. } => None,
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let cluster = Cluster::new(cluster_config, &local.node.name)?;
+                match pushed {
+                    Some(text) => {
+                        let revision = cluster.put(shared_config::ROUTING, text.as_bytes(), false).await?;
+                        Ok(format!(
+                            "pushed at etcd revision {revision} (sha256 {}); each node reloads with it now, see `headland cluster status`",
+                            headland::reload::sha256_hex(text.as_bytes())
+                        ))
+                    }
+                    None => Ok(status::table(&status::read(&cluster).await?)),
+                }
+            })
+        });
+    match result {
+        Ok(output) => {
+            print!("{output}");
+            if !output.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("headland: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// FILE's text when it holds no node-local section and loads with this node's local ones;
+/// else every error, located in FILE.
+fn validated_push(local: &Path, file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let name = file.display().to_string();
+    let misplaced = shared_config::local_sections_in(&text, &name);
+    if !misplaced.is_empty() {
+        return Err(misplaced.join("\n"));
+    }
+    let local_text =
+        std::fs::read_to_string(local).map_err(|e| format!("{}: {e}", local.display()))?;
+    let composed = shared_config::compose(&local_text, &text)?;
+    let base_dir = local.parent().unwrap_or(Path::new("."));
+    config::parse(&composed, &name, base_dir).map_err(|errors| errors.to_string())?;
+    Ok(text)
 }
 
 fn config_failed(error: &ConfigError) -> ExitCode {

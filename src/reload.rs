@@ -16,12 +16,15 @@ use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::access_log::timestamp;
-use crate::config::{self, ConfigError};
+use crate::cluster::shared_config::{self, SharedConfig};
+use crate::config::ConfigError;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotCell};
 
 pub struct Reloader {
     path: PathBuf,
+    /// In a cluster, the shared routing configuration the node runs with its local file.
+    shared: Option<Arc<SharedConfig>>,
     snapshots: Arc<SnapshotCell>,
     metrics: Arc<Metrics>,
     /// Reloads run one at a time so generations stay in order.
@@ -46,6 +49,9 @@ pub struct ReloadStatus {
     pub sha256: String,
     pub loaded_at: String,
     pub last_error: Option<ReloadError>,
+    /// In a cluster, SHA-256 of the shared routing configuration in use (the same on every
+    /// node that runs it), hex. Default: none (the local file alone).
+    pub shared_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,8 +96,8 @@ impl Reloader {
     pub fn new(
         path: PathBuf,
         text: &str,
-        snapshots: Arc<SnapshotCell>,
-        metrics: Arc<Metrics>,
+        (snapshots, metrics): (Arc<SnapshotCell>, Arc<Metrics>),
+        shared: Option<Arc<SharedConfig>>,
     ) -> Self {
         let status = ReloadStatus {
             generation: snapshots.load().generation,
@@ -99,9 +105,14 @@ impl Reloader {
             sha256: sha256_hex(text.as_bytes()),
             loaded_at: timestamp(SystemTime::now()),
             last_error: None,
+            shared_sha256: shared
+                .as_ref()
+                .and_then(|s| s.text())
+                .map(|t| sha256_hex(t.as_bytes())),
         };
         Self {
             path,
+            shared,
             snapshots,
             metrics,
             running: tokio::sync::Mutex::new(()),
@@ -146,9 +157,11 @@ impl Reloader {
     async fn build_and_publish(&self) -> Result<Reloaded, ConfigError> {
         let path = self.path.clone();
         let snapshots = Arc::clone(&self.snapshots);
+        let shared = self.shared.as_ref().and_then(|s| s.text());
+        let shared_sha256 = shared.as_ref().map(|t| sha256_hex(t.as_bytes()));
         // Reading and building can take a while for large configs: keep it off the runtime.
         let built = tokio::task::spawn_blocking(move || {
-            let (config, text) = config::load_with_text(&path)?;
+            let (config, text) = shared_config::load(&path, shared.as_deref().map(String::as_str))?;
             let current = snapshots.load();
             let listen_changed = config.listen != current.config.listen;
             let next = Snapshot::build(config, current.generation + 1, Some(&current));
@@ -169,6 +182,7 @@ impl Reloader {
         if let Ok(mut status) = self.status.lock() {
             status.generation = generation;
             status.sha256 = sha256_hex(text.as_bytes());
+            status.shared_sha256 = shared_sha256;
             status.loaded_at = timestamp(SystemTime::now());
         }
         Ok(Reloaded {
@@ -279,6 +293,7 @@ impl BackgroundService for ReloadOnChange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config;
 
     /// A file replaced after the server was built from it but before the watcher service
     /// started (services start in no set order) is still loaded: the watcher compares with
@@ -293,7 +308,7 @@ mod tests {
         let config = config::parse(text, "headland.toml", &dir).unwrap();
         let snapshots = Arc::new(SnapshotCell::new(Snapshot::build(config, 1, None)));
         let metrics = Arc::new(Metrics::new().unwrap());
-        let reloader = Reloader::new(path.clone(), text, Arc::clone(&snapshots), metrics);
+        let reloader = Reloader::new(path.clone(), text, (Arc::clone(&snapshots), metrics), None);
         let watcher = ReloadOnChange::config_file(Arc::new(reloader));
 
         // Replaced as deploy tools do, by renaming a new file over it, before the start.

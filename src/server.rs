@@ -16,6 +16,8 @@ use pingora::services::listening::Service;
 use crate::access_log::AccessLog;
 use crate::acme::{Acme, AcmeService};
 use crate::admin::AdminApp;
+use crate::cluster::health::SharedHealth;
+use crate::cluster::shared_config::SharedConfig;
 use crate::cluster::{Cluster, ClusterService};
 use crate::config::Config;
 use crate::dns::service::{DnsService, DnsSockets};
@@ -39,6 +41,8 @@ pub struct StartOptions {
     /// The file the configuration came from and its text; reloads read the file again.
     /// `None` (the demo): no reload.
     pub source: Option<(PathBuf, String)>,
+    /// In a cluster, the shared routing configuration the configuration was built with.
+    pub shared: Option<String>,
 }
 
 /// Why the server could not start.
@@ -137,12 +141,16 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         },
     ));
 
+    let shared_config = cluster
+        .as_ref()
+        .map(|_| Arc::new(SharedConfig::new(options.shared)));
+    let shared_health = Arc::new(SharedHealth::default());
     let reloader = options.source.map(|(path, text)| {
         Arc::new(Reloader::new(
             path,
             &text,
-            Arc::clone(&snapshots),
-            Arc::clone(&metrics),
+            (Arc::clone(&snapshots), Arc::clone(&metrics)),
+            shared_config.clone(),
         ))
     });
     if let Some(reloader) = &reloader {
@@ -168,6 +176,9 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
             Arc::clone(&metrics),
             reloader.clone(),
             Arc::clone(&acme),
+            cluster
+                .as_ref()
+                .map(|c| (Arc::clone(c), Arc::clone(&shared_health))),
         );
         let mut admin = Service::new("headland admin".to_owned(), app);
         admin.add_tcp(&admin_addr.to_string());
@@ -196,7 +207,11 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
             Arc::clone(&acme),
             Arc::clone(&snapshots),
             Arc::clone(&registry),
-            Arc::default(),
+            (
+                Arc::clone(&shared_health),
+                shared_config.clone(),
+                reloader.clone(),
+            ),
         );
         server.add_service(background_service("cluster", service));
     }

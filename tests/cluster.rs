@@ -708,3 +708,132 @@ fallback = {{ regions = true }}
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `headland cluster push` stores a routing configuration every node runs with its own
+/// node-local sections; `headland cluster status` shows them in step; a push that would not
+/// load is refused with located errors, and one that fails on the nodes changes nothing there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_routing_configuration_reaches_every_node() {
+    if !etcd::available() {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let dir = support::scratch_dir();
+    let (old_app, new_app) = (echo_upstream("old").await, echo_upstream("new").await);
+    let local = format!(
+        "[upstreams.old]\nservers = [\"{old_app}\"]\n\n[[routes]]\nhost = \"old.test\"\nupstream = \"old\"\n\n{}",
+        cluster_section(&etcd, &seal_key_file(&dir))
+    );
+    let nodes: Vec<Headland> = NODES
+        .iter()
+        .map(|(name, ip)| Headland::start_node(name, IpAddr::V4(*ip), &local, ("", ""), None))
+        .collect();
+    assert_eq!(
+        http1::get(nodes[1].http, "old.test", "/").await.served_by(),
+        "old"
+    );
+
+    let headland = |args: &[&str]| {
+        let output = std::process::Command::new(support::binary())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    };
+    let config = nodes[0].config_path();
+    let config = config.to_str().unwrap();
+    let shared = dir.join("routing.toml");
+    let shared_path = shared.to_str().unwrap();
+
+    // Refused before anything is stored: a node-local section, an unknown upstream.
+    std::fs::write(&shared, "[listen]\nhttp = []\n").unwrap();
+    let (ok, text) = headland(&["cluster", "push", "--config", config, shared_path]);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("{shared_path}:1:1: [listen] is node-local")),
+        "{text}"
+    );
+    std::fs::write(
+        &shared,
+        "[[routes]]\nhost = \"new.test\"\nupstream = \"nwe\"\n",
+    )
+    .unwrap();
+    let (ok, text) = headland(&["cluster", "push", "--config", config, shared_path]);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("{shared_path}:3:12: unknown upstream \"nwe\"")),
+        "{text}"
+    );
+
+    std::fs::write(
+        &shared,
+        format!("[upstreams.new]\nservers = [\"{new_app}\"]\n\n[[routes]]\nhost = \"new.test\"\nupstream = \"new\"\n"),
+    )
+    .unwrap();
+    let (ok, text) = headland(&["cluster", "push", "--config", config, shared_path]);
+    assert!(ok, "{text}");
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http1::get(node.http, "new.test", "/").await.served_by() != "new" {
+            assert!(
+                Instant::now() < deadline,
+                "{} never ran the pushed configuration",
+                node.http
+            );
+            // Polling the node, bounded by the deadline.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The local file's routes are not run beside a shared configuration.
+        assert_eq!(http1::get(node.http, "old.test", "/").await.status, 404);
+    }
+    // Every node reports the same shared configuration.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, table) = headland(&["cluster", "status", "--config", config]);
+        assert!(ok, "{table}");
+        let hashes: Vec<&str> = table
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split('\t').nth(4))
+            .collect();
+        if hashes.len() == 3 && hashes.iter().all(|h| *h != "-" && *h == hashes[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{table}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Written by something other than `headland cluster push`, a text that does not load:
+    // every node keeps serving the last good one and reports why.
+    let mut client = etcd.client().await.unwrap();
+    client
+        .put(
+            format!("{PREFIX}config/routing"),
+            "[[routes]]\nhost = 1\n",
+            None,
+        )
+        .await
+        .unwrap();
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = http1::get(node.admin, "admin", "/config").await.json();
+            if status["last_error"]["errors"]
+                .as_str()
+                .is_some_and(|e| e.contains("etcd:config/routing:2:8"))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            http1::get(node.http, "new.test", "/").await.served_by(),
+            "new"
+        );
+    }
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}

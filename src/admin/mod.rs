@@ -25,6 +25,8 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use crate::acme::Acme;
+use crate::cluster::health::SharedHealth;
+use crate::cluster::{status, Cluster};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::snapshot::SnapshotCell;
@@ -36,6 +38,8 @@ pub struct AdminApp {
     /// `None` when there is no file to reload from (the demo).
     reloader: Option<Arc<Reloader>>,
     acme: Arc<Acme>,
+    /// The cluster and this node's shared view of region health, with `[cluster]`.
+    cluster: Option<(Arc<Cluster>, Arc<SharedHealth>)>,
 }
 
 type Answer = (u16, &'static str, Vec<u8>);
@@ -51,12 +55,33 @@ impl AdminApp {
         metrics: Arc<Metrics>,
         reloader: Option<Arc<Reloader>>,
         acme: Arc<Acme>,
+        cluster: Option<(Arc<Cluster>, Arc<SharedHealth>)>,
     ) -> Self {
         Self {
             snapshots,
             metrics,
             reloader,
             acme,
+            cluster,
+        }
+    }
+
+    /// `GET /cluster`: every live node as etcd holds it, and whether this node follows etcd
+    /// (`following`: false while its own probes decide region health).
+    async fn cluster_status(&self) -> Answer {
+        let Some((cluster, shared_health)) = &self.cluster else {
+            return json_answer(404, &json!({ "error": "this node has no [cluster]" }));
+        };
+        let following = shared_health.reports().is_some();
+        match status::read(cluster).await {
+            Ok(nodes) => json_answer(
+                200,
+                &json!({ "node": cluster.node(), "following": following, "nodes": nodes }),
+            ),
+            Err(error) => json_answer(
+                503,
+                &json!({ "node": cluster.node(), "following": following, "error": error.to_string() }),
+            ),
         }
     }
 
@@ -195,9 +220,15 @@ impl ServeHttp for AdminApp {
                 .refuse_remote_read(session)
                 .unwrap_or_else(|| json_answer(200, &self.acme.status())),
             (Method::POST, "/certs/renew") => self.renew(session),
-            (_, "/healthz" | "/metrics" | "/config" | "/reload" | "/certs" | "/certs/renew") => {
-                (405, TEXT, b"405 Method Not Allowed\n".to_vec())
-            }
+            (Method::GET, "/cluster") => match self.refuse_remote_read(session) {
+                Some(refused) => refused,
+                None => self.cluster_status().await,
+            },
+            (
+                _,
+                "/healthz" | "/metrics" | "/config" | "/reload" | "/certs" | "/certs/renew"
+                | "/cluster",
+            ) => (405, TEXT, b"405 Method Not Allowed\n".to_vec()),
             _ => (
                 404,
                 TEXT,

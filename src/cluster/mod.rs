@@ -8,7 +8,9 @@
 
 pub mod health;
 pub mod seal;
-mod service;
+pub mod service;
+pub mod shared_config;
+pub mod status;
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! - keeps its lease (and with it `nodes/<node>`);
 //! - publishes `health/<node>` when its report changes, and follows every node's report
 //!   into the shared region view DNS answers from (`health`);
+//! - publishes `status/<node>` (configuration generation and hashes, certificates, last
+//!   reload error) for `headland cluster status`;
+//! - follows `config/routing` (`headland cluster push`) and reloads with it;
 //! - follows `acme/`: challenge answers published by whichever node is ordering are copied
 //!   into this node's HTTP-01 tokens and DNS-01 records, so the CA's validation may reach any
 //!   node; a certificate stored, or an order lock released, by another node wakes the ACME
@@ -19,10 +22,12 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use super::health::{NodeReport, SharedHealth};
+use super::shared_config::{self, SharedConfig};
 use super::{Cluster, ClusterError};
 use crate::acme::shared::{self, ChallengeKey};
 use crate::acme::Acme;
 use crate::proxy::node_health;
+use crate::reload::Reloader;
 use crate::snapshot::SnapshotCell;
 use crate::upstream::registry::HealthRegistry;
 
@@ -33,6 +38,26 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 
 const HEALTH: &str = "health/";
+pub const STATUS: &str = "status/";
+
+/// What `status/<node>` holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub generation: u64,
+    /// SHA-256 of the node's own file.
+    pub file_sha256: Option<String>,
+    /// SHA-256 of the shared routing configuration it runs, if any.
+    pub shared_sha256: Option<String>,
+    pub last_error: Option<String>,
+    pub certificates: Vec<CertificateSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertificateSummary {
+    pub name: String,
+    pub state: String,
+    pub not_after: Option<u64>,
+}
 
 pub struct ClusterService {
     cluster: Arc<Cluster>,
@@ -40,6 +65,8 @@ pub struct ClusterService {
     snapshots: Arc<SnapshotCell>,
     registry: Arc<HealthRegistry>,
     shared_health: Arc<SharedHealth>,
+    shared_config: Option<Arc<SharedConfig>>,
+    reloader: Option<Arc<Reloader>>,
     /// What `nodes/<node>` holds: who this node is, for `headland cluster status`.
     registration: Vec<u8>,
 }
@@ -50,6 +77,7 @@ enum Task {
     Lease,
     Health,
     Acme,
+    Config,
 }
 
 /// Challenge answers copied from etcd, by path, so a deletion (which carries only the key)
@@ -67,7 +95,11 @@ impl ClusterService {
         acme: Arc<Acme>,
         snapshots: Arc<SnapshotCell>,
         registry: Arc<HealthRegistry>,
-        shared_health: Arc<SharedHealth>,
+        (shared_health, shared_config, reloader): (
+            Arc<SharedHealth>,
+            Option<Arc<SharedConfig>>,
+            Option<Arc<Reloader>>,
+        ),
     ) -> Self {
         let region = snapshots.load().config.node.region.clone();
         let registration = serde_json::json!({
@@ -83,6 +115,8 @@ impl ClusterService {
             snapshots,
             registry,
             shared_health,
+            shared_config,
+            reloader,
             registration,
         }
     }
@@ -96,6 +130,7 @@ impl ClusterService {
                 Task::Lease => self.hold_lease().await,
                 Task::Health => self.follow_health().await,
                 Task::Acme => self.follow_acme(&mut mirror).await,
+                Task::Config => self.follow_config().await,
             };
             if let Err(error) = result {
                 tracing::warn!(%error, ?task, "cluster work interrupted until etcd answers");
@@ -152,27 +187,101 @@ impl ClusterService {
         }
     }
 
-    /// Writes `health/<node>` whenever the report or the lease changed.
-    async fn publish_health(&self) {
-        let path = format!("{HEALTH}{}", self.cluster.node());
-        let mut published: Option<(i64, NodeReport)> = None;
+    /// This node's status for `headland cluster status`.
+    fn own_status(&self) -> NodeStatus {
+        let snapshot = self.snapshots.load();
+        let reload = self.reloader.as_ref().and_then(|r| r.status());
+        NodeStatus {
+            generation: snapshot.generation,
+            file_sha256: reload.as_ref().map(|r| r.sha256.clone()),
+            shared_sha256: reload.as_ref().and_then(|r| r.shared_sha256.clone()),
+            last_error: reload.and_then(|r| r.last_error.map(|e| e.errors)),
+            certificates: self
+                .acme
+                .status()
+                .into_iter()
+                .map(|c| CertificateSummary {
+                    name: c.names.first().cloned().unwrap_or_default(),
+                    state: c.state,
+                    not_after: c.not_after,
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes `health/<node>` and `status/<node>` whenever they or the lease changed.
+    async fn publish_reports(&self) {
+        let health_path = format!("{HEALTH}{}", self.cluster.node());
+        let status_path = format!("{STATUS}{}", self.cluster.node());
+        // What was last written, under which lease: a new lease needs a new write.
+        let mut health_published: Option<(i64, NodeReport)> = None;
+        let mut status_published: Option<(i64, NodeStatus)> = None;
         loop {
-            let report = self.own_report();
             let lease = *self.cluster.lease.borrow();
             if let Some(lease) = lease {
-                let current = Some((lease, report));
-                if published != current {
-                    let json = current
-                        .as_ref()
-                        .and_then(|(_, report)| serde_json::to_vec(report).ok())
-                        .unwrap_or_default();
-                    match self.cluster.put(&path, &json, true).await {
-                        Ok(_) => published = current,
-                        Err(error) => tracing::debug!(%error, "health report not published yet"),
-                    }
+                let health = Some((lease, self.own_report()));
+                if health_published != health && self.publish(&health_path, &health).await {
+                    health_published = health;
+                }
+                let status = Some((lease, self.own_status()));
+                if status_published != status && self.publish(&status_path, &status).await {
+                    status_published = status;
                 }
             }
             tokio::time::sleep(REPORT_EVERY).await;
+        }
+    }
+
+    /// Puts the JSON of `value` (its second part) at `path`, leased; whether it worked.
+    async fn publish<T: serde::Serialize>(&self, path: &str, value: &Option<(i64, T)>) -> bool {
+        let Some(json) = value.as_ref().and_then(|(_, v)| serde_json::to_vec(v).ok()) else {
+            return false;
+        };
+        match self.cluster.put(path, &json, true).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::debug!(%error, path, "not published yet");
+                false
+            }
+        }
+    }
+
+    /// Follows `config/routing` and reloads with each new shared configuration; keeps the
+    /// last good one in `state_dir`.
+    async fn follow_config(&self) -> Result<(), ClusterError> {
+        let Some(shared) = &self.shared_config else {
+            return std::future::pending().await;
+        };
+        let mut follower = self.cluster.follow("config/").await?;
+        loop {
+            let batch = follower.next().await?;
+            let mut text = shared.text().map(|t| t.as_str().to_owned());
+            if batch.fresh {
+                text = None;
+            }
+            for change in batch.changes {
+                if change.path == shared_config::ROUTING {
+                    text = change
+                        .value
+                        .map(|v| String::from_utf8_lossy(&v).into_owned());
+                }
+            }
+            let current = shared.text().map(|t| t.as_str().to_owned());
+            if text == current {
+                continue;
+            }
+            shared.set(text.clone());
+            let Some(reloader) = &self.reloader else {
+                continue;
+            };
+            match reloader.reload().await {
+                Ok(done) => {
+                    tracing::info!(generation = done.generation, "shared configuration applied");
+                    let state_dir = self.snapshots.load().config.node.state_dir.clone();
+                    shared_config::remember(&state_dir, text.as_deref());
+                }
+                Err(_) => tracing::warn!("shared configuration rejected on this node; still serving the previous one (see GET /config)"),
+            }
         }
     }
 
@@ -258,9 +367,10 @@ impl BackgroundService for ClusterService {
             .set_shared(Arc::clone(&self.shared_health));
         tokio::select! {
             () = self.forever(Task::Lease) => {}
-            () = self.publish_health() => {}
+            () = self.publish_reports() => {}
             () = self.forever(Task::Health) => {}
             () = self.forever(Task::Acme) => {}
+            () = self.forever(Task::Config) => {}
             _ = shutdown.changed() => {}
         }
     }
