@@ -734,7 +734,7 @@ fallback = {{ regions = true }}
             .count()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while counted(&nodes[1]) < 20 && Instant::now() < deadline {
+    while (counted(&nodes[0]) < 20 || counted(&nodes[1]) < 20) && Instant::now() < deadline {
         // The access log is written asynchronously; bounded wait for its lines.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
