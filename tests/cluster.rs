@@ -278,8 +278,9 @@ async fn renew(node: &Headland, name: &str) -> u16 {
 
 /// After the first certificate: one order in all, every validation through a node that did
 /// not hold the lock; then a renewal forced on such a node reaches all three.
-async fn check_one_order_then_renewal(nodes: &Nodes, router: &Router) {
+async fn check_one_order_then_renewal(nodes: &Nodes, router: &Router, pebble: &Pebble) {
     let first = nodes.wait_all_serve(None).await;
+    assert_eq!(pebble.orders_placed(), 1, "the CA saw one order");
     assert_eq!(
         nodes.orders("issued").await,
         1.0,
@@ -306,6 +307,7 @@ async fn check_one_order_then_renewal(nodes: &Nodes, router: &Router) {
         2.0,
         "the renewal is one more order"
     );
+    assert_eq!(pebble.orders_placed(), 2, "the CA saw one more order");
 }
 
 /// What every node runs: ACME from pebble, one route for `name`, the cluster; `acme_extra`
@@ -372,7 +374,7 @@ async fn three_nodes_share_one_certificate_over_http01() {
         |node, _| node.http,
     )
     .await;
-    check_one_order_then_renewal(&nodes, &router).await;
+    check_one_order_then_renewal(&nodes, &router, &pebble).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -409,7 +411,7 @@ async fn three_nodes_share_one_certificate_over_dns01() {
         .collect();
     let listen = |i: usize| format!("dns = [\"{}\"]", dns[i]);
     let nodes = start_and_release(&router, &body, listen, root, NAME, |_, i| dns[i]).await;
-    check_one_order_then_renewal(&nodes, &router).await;
+    check_one_order_then_renewal(&nodes, &router, &pebble).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

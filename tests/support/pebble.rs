@@ -130,7 +130,8 @@ impl Pebble {
                 // A reused authorization would skip validation, hiding a failing challenge.
                 .env("PEBBLE_AUTHZREUSE", "0")
                 .env("PEBBLE_WFE_NONCEREJECT", nonce_reject.to_string())
-                .stdout(Stdio::null())
+                // Its log, for what the CA itself saw (`orders_placed`).
+                .stdout(std::fs::File::create(dir.join("pebble.log")).unwrap())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start pebble");
@@ -149,6 +150,15 @@ impl Pebble {
             eprintln!("pebble start {attempt} failed (it exited or never answered); new ports");
         }
         panic!("pebble did not start in {START_ATTEMPTS} attempts");
+    }
+
+    /// New orders the CA accepted so far, from its own log ("Added order … to the db").
+    pub fn orders_placed(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("pebble.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("Added order "))
+            .count()
     }
 
     /// The root pebble issues certificates under (it makes a new one every start).
