@@ -287,6 +287,13 @@ impl AcmeService {
             let cluster = self.cluster.as_deref();
             let account = match account::ensure_account(account, acme, store, cluster).await {
                 Ok(account) => account,
+                // etcd away is not the CA refusing: no back-off, no failure event; the
+                // node simply orders nothing until etcd answers.
+                Err(AcmeError::Cluster(error)) => {
+                    tracing::warn!(%error, certificate = %primary, "cannot reach the cluster's ACME account; not ordering while etcd is away");
+                    entry.lock_retry_at = Some(now + LOCK_RETRY);
+                    continue;
+                }
                 Err(error) => {
                     self.failed(&primary, entry, store, &error);
                     continue;
