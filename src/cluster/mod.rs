@@ -140,7 +140,11 @@ impl Cluster {
             .with_timeout(self.config.timeout)
             .with_keep_alive(Duration::from_secs(10), self.config.timeout);
         if let Some((user, password)) = &self.config.auth {
-            options = options.with_user(user, String::from_utf8_lossy(&password.0));
+            // etcd's auth tokens expire (simple tokens after 5 minutes idle): log in again
+            // rather than fail every request after that.
+            options = options
+                .with_user(user, String::from_utf8_lossy(&password.0))
+                .with_auto_token_refresh(true);
         }
         if let Some(tls) = &self.config.tls {
             let mut settings = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca));
