@@ -875,3 +875,97 @@ async fn a_pushed_routing_configuration_reaches_every_node() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The production setup of `deploy/README.md`: etcd on https:// that wants a client
+/// certificate from its own CA. A node with `ca_file`, `cert_file` and `key_file` joins; the
+/// same node without a client certificate is refused by etcd and keeps serving alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_joins_an_etcd_that_wants_tls_client_certificates() {
+    if !etcd::available() {
+        return;
+    }
+    let dir = support::scratch_dir();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>, file: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let (cert_path, key_path) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    };
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let (server_cert, server_key) = leaf(
+        vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+        "server",
+    );
+    let (client_cert, client_key) = leaf(vec!["headland".to_owned()], "client");
+    let etcd = Etcd::start_tls(etcd::TlsFiles {
+        ca: dir.join("ca.pem"),
+        server_cert,
+        server_key,
+        client_cert: client_cert.clone(),
+        client_key: client_key.clone(),
+    })
+    .await;
+    let cluster = |with_client_cert: bool| {
+        let identity = if with_client_cert {
+            format!(
+                "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+                client_cert.display(),
+                client_key.display()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "[cluster]\nendpoints = [\"{}\"]\nca_file = \"{}\"\n{identity}lease_ttl = \"3s\"\ntimeout = \"2s\"\n",
+            etcd.endpoint,
+            dir.join("ca.pem").display()
+        )
+    };
+    let node = Headland::start_node(
+        "node-a",
+        IpAddr::V4(NODES[0].1),
+        &cluster(true),
+        ("", ""),
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = http1::get(node.admin, "admin", "/cluster").await.json();
+        if view["nodes"][0]["node"] == "node-a" && view["following"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never joined: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let stranger = Headland::start_node(
+        "node-b",
+        IpAddr::V4(NODES[1].1),
+        &cluster(false),
+        ("", ""),
+        None,
+    );
+    let view = http1::get(stranger.admin, "admin", "/cluster").await;
+    assert_eq!(view.status, 503, "{}", view.text());
+    assert_eq!(
+        http1::get(stranger.admin, "admin", "/healthz").await.status,
+        200
+    );
+    drop((node, stranger));
+    let _ = std::fs::remove_dir_all(&dir);
+}

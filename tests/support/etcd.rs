@@ -18,6 +18,16 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     dir: PathBuf,
+    tls: Option<TlsFiles>,
+}
+
+/// PEM files for an etcd that speaks only TLS and wants client certificates.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 /// Whether etcd can run here. Under `CI=true` a missing etcd fails the test; elsewhere the
@@ -39,14 +49,25 @@ pub fn available() -> bool {
 
 impl Etcd {
     pub async fn start() -> Etcd {
+        Self::start_with(None).await
+    }
+
+    /// An etcd on https:// that accepts only clients with a certificate from `tls.ca`.
+    pub async fn start_tls(tls: TlsFiles) -> Etcd {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<TlsFiles>) -> Etcd {
         let mut etcd = Etcd {
             process: None,
             endpoint: String::new(),
             client_port: free_port(),
             peer_port: free_port(),
             dir: scratch_dir(),
+            tls,
         };
-        etcd.endpoint = format!("http://127.0.0.1:{}", etcd.client_port);
+        let scheme = if etcd.tls.is_some() { "https" } else { "http" };
+        etcd.endpoint = format!("{scheme}://127.0.0.1:{}", etcd.client_port);
         etcd.resume().await;
         etcd
     }
@@ -58,9 +79,17 @@ impl Etcd {
 
     /// Starts etcd again on the same ports and data.
     pub async fn resume(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint.clone();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", tls.server_cert.display()))
+                .arg(format!("--key-file={}", tls.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name=test")
             .arg(format!("--data-dir={}", self.dir.join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -87,9 +116,19 @@ impl Etcd {
 
     /// A client, once etcd answers a read.
     pub async fn client(&self) -> Option<etcd_client::Client> {
-        let options = etcd_client::ConnectOptions::new()
+        let mut options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(2));
+        if let Some(tls) = &self.tls {
+            let pem = |path: &PathBuf| std::fs::read(path).unwrap();
+            let settings = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(pem(&tls.ca)))
+                .identity(etcd_client::Identity::from_pem(
+                    pem(&tls.client_cert),
+                    pem(&tls.client_key),
+                ));
+            options = options.with_tls(settings);
+        }
         let mut client = etcd_client::Client::connect([&self.endpoint], Some(options))
             .await
             .ok()?;
