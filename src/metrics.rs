@@ -18,6 +18,7 @@ pub const RATELIMIT_REJECTED: &str = "headland_ratelimit_rejected_total";
 pub const EJECTIONS: &str = "headland_upstream_ejections_total";
 pub const CONFIG_RELOADS: &str = "headland_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "headland_config_generation";
+pub const CLUSTER_FOLLOWING: &str = "headland_cluster_following";
 pub const BUILD_INFO: &str = "headland_build_info";
 pub const WEBHOOK_DELIVERIES: &str = "headland_webhook_deliveries_total";
 pub const ACCESS_LOG_DROPPED: &str = "headland_access_log_dropped_total";
@@ -68,6 +69,7 @@ pub struct Metrics {
     pub ratelimit_rejected: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    pub cluster_following: IntGauge,
     pub webhook_deliveries: IntCounterVec,
     pub access_log_dropped: IntCounter,
     pub certificate_expiry: IntGaugeVec,
@@ -204,6 +206,10 @@ impl Metrics {
             "Generation of the configuration in use; starts at 1.",
         )?;
         registry.register(Box::new(config_generation.clone()))?;
+        let cluster_following = IntGauge::new(
+            CLUSTER_FOLLOWING,
+            "1 while this node follows the cluster's etcd (shared health and certificates), 0 while its own probes decide; absent without [cluster].",
+        )?;
         let access_log_dropped = IntCounter::new(
             ACCESS_LOG_DROPPED,
             "Access-log lines dropped because the writer fell behind.",
@@ -253,6 +259,7 @@ impl Metrics {
             ratelimit_rejected,
             config_reloads,
             config_generation,
+            cluster_following,
             webhook_deliveries,
             access_log_dropped,
             certificate_expiry,
@@ -265,6 +272,17 @@ impl Metrics {
             connections,
             bodies_buffered,
         })
+    }
+
+    /// Exports `headland_cluster_following`: only nodes with `[cluster]` have it, so an
+    /// alert on it never fires for a node that is alone by design.
+    pub fn register_cluster(&self) {
+        if let Err(error) = self
+            .registry
+            .register(Box::new(self.cluster_following.clone()))
+        {
+            tracing::warn!(%error, "cannot export the cluster metric");
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -206,7 +206,7 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
             Arc::clone(cluster),
             Arc::clone(&acme),
             Arc::clone(&snapshots),
-            Arc::clone(&registry),
+            (Arc::clone(&registry), Arc::clone(&metrics)),
             (
                 Arc::clone(&shared_health),
                 shared_config.clone(),

@@ -962,6 +962,14 @@ async fn a_node_joins_an_etcd_that_wants_tls_client_certificates() {
     );
     let view = http1::get(stranger.admin, "admin", "/cluster").await;
     assert_eq!(view.status, 503, "{}", view.text());
+    let metrics = stranger.metrics().await;
+    assert_eq!(metrics.count("headland_cluster_following", &[]), 0.0);
+    assert_eq!(
+        node.metrics()
+            .await
+            .count("headland_cluster_following", &[]),
+        1.0
+    );
     assert_eq!(
         http1::get(stranger.admin, "admin", "/healthz").await.status,
         200

@@ -26,6 +26,7 @@ use super::shared_config::{self, SharedConfig};
 use super::{Cluster, ClusterError};
 use crate::acme::shared::{self, ChallengeKey};
 use crate::acme::Acme;
+use crate::metrics::Metrics;
 use crate::proxy::node_health;
 use crate::reload::Reloader;
 use crate::snapshot::SnapshotCell;
@@ -67,6 +68,7 @@ pub struct ClusterService {
     shared_health: Arc<SharedHealth>,
     shared_config: Option<Arc<SharedConfig>>,
     reloader: Option<Arc<Reloader>>,
+    metrics: Arc<Metrics>,
     /// What `nodes/<node>` holds: who this node is, for `headland cluster status`.
     registration: Vec<u8>,
 }
@@ -94,7 +96,7 @@ impl ClusterService {
         cluster: Arc<Cluster>,
         acme: Arc<Acme>,
         snapshots: Arc<SnapshotCell>,
-        registry: Arc<HealthRegistry>,
+        (registry, metrics): (Arc<HealthRegistry>, Arc<Metrics>),
         (shared_health, shared_config, reloader): (
             Arc<SharedHealth>,
             Option<Arc<SharedConfig>>,
@@ -117,6 +119,7 @@ impl ClusterService {
             shared_health,
             shared_config,
             reloader,
+            metrics,
             registration,
         }
     }
@@ -289,6 +292,7 @@ impl ClusterService {
     async fn follow_health(&self) -> Result<(), ClusterError> {
         let result = self.follow_health_reports().await;
         self.shared_health.set_stale();
+        self.metrics.cluster_following.set(0);
         result
     }
 
@@ -313,6 +317,7 @@ impl ClusterService {
                 };
             }
             self.shared_health.replace(reports.clone());
+            self.metrics.cluster_following.set(1);
         }
     }
 
@@ -365,6 +370,7 @@ impl BackgroundService for ClusterService {
         self.registry
             .regions
             .set_shared(Arc::clone(&self.shared_health));
+        self.metrics.register_cluster();
         tokio::select! {
             () = self.forever(Task::Lease) => {}
             () = self.publish_reports() => {}
