@@ -259,6 +259,7 @@ fn route(&(kind, host, path): &(u8, &str, &str)) -> RouteConfig {
         fallback: None,
         max_body_size: None,
         rate_limit: None,
+        request_buffering: true,
     }
 }
 
