@@ -159,7 +159,7 @@ impl Metrics {
         )?;
         let region_up = gauge(
             REGION_UP,
-            "1 if this node may give the region out in DNS answers (healthy, or no health URL), 0 if its health checks fail.",
+            "1 if this node may give the region out in DNS answers (healthy, or no health URL; in a cluster, as the shared view says), 0 if not.",
             &["region"],
         )?;
         let dns_queries = counter(

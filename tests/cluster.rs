@@ -492,6 +492,22 @@ async fn a_dead_nodes_region_leaves_every_nodes_dns_answers() {
     for server in &dns[1..] {
         wait_geo_answer(*server, "10.1.0.0/16", EU, Duration::from_secs(10)).await;
     }
+    // The gauge an alert watches says the same as the answers.
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = node.metrics().await;
+            if metrics.count("headland_region_up", &[("region", "apac")]) == 0.0 {
+                assert_eq!(
+                    metrics.count("headland_region_up", &[("region", "eu")]),
+                    1.0
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}", metrics.text);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     eprintln!(
         "apac left the answers of both other nodes {:?} after its node was killed (lease 3 s)",
         killed.elapsed()

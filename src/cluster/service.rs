@@ -293,6 +293,7 @@ impl ClusterService {
         let result = self.follow_health_reports().await;
         self.shared_health.set_stale();
         self.metrics.cluster_following.set(0);
+        self.refresh_region_gauges();
         result
     }
 
@@ -318,7 +319,15 @@ impl ClusterService {
             }
             self.shared_health.replace(reports.clone());
             self.metrics.cluster_following.set(1);
+            self.refresh_region_gauges();
         }
+    }
+
+    fn refresh_region_gauges(&self) {
+        let snapshot = self.snapshots.load();
+        self.registry
+            .regions
+            .refresh_gauges(&snapshot.config.dns.regions);
     }
 
     /// Follows `acme/`: challenge answers, certificates, lock releases.

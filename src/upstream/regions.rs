@@ -21,7 +21,7 @@ pub struct RegionHealth {
     metrics: Arc<Metrics>,
     webhooks: Arc<Webhooks>,
     /// In a cluster, the view every node shares; it decides where it has a verdict.
-    shared: OnceLock<Arc<SharedHealth>>,
+    shared: Arc<OnceLock<Arc<SharedHealth>>>,
 }
 
 struct RegionTask {
@@ -39,7 +39,7 @@ impl RegionHealth {
             configured: Mutex::new(HashSet::new()),
             metrics,
             webhooks,
-            shared: OnceLock::new(),
+            shared: Arc::default(),
         }
     }
 
@@ -59,6 +59,18 @@ impl RegionHealth {
             .ok()
             .and_then(|tasks| tasks.get(region).map(|t| t.health.get().is_usable()))
             .unwrap_or(true)
+    }
+
+    /// Sets `headland_region_up` from `is_up` for every configured region: in a cluster the
+    /// shared view decides what DNS gives out, so the gauge follows it when it changes.
+    pub fn refresh_gauges(&self, regions: &[RegionConfig]) {
+        for region in regions {
+            let name = region.spec.name.as_str();
+            self.metrics
+                .region_up
+                .with_label_values(&[name])
+                .set(i64::from(self.is_up(name)));
+        }
     }
 
     /// This node's own probe verdicts, by region (regions without one yet left out).
@@ -107,8 +119,8 @@ impl RegionHealth {
                         name.clone(),
                         probe.clone(),
                         Arc::clone(&health),
-                        Arc::clone(&self.metrics),
-                        Arc::clone(&self.webhooks),
+                        (Arc::clone(&self.metrics), Arc::clone(&self.webhooks)),
+                        Arc::clone(&self.shared),
                     ));
                     let task = RegionTask {
                         probe: probe.clone(),
@@ -144,8 +156,8 @@ async fn run_probes(
     region: String,
     target: RegionProbe,
     health: Arc<ServerHealth>,
-    metrics: Arc<Metrics>,
-    webhooks: Arc<Webhooks>,
+    (metrics, webhooks): (Arc<Metrics>, Arc<Webhooks>),
+    shared: Arc<OnceLock<Arc<SharedHealth>>>,
 ) {
     let check = &target.check;
     let gauge = metrics.region_up.with_label_values(&[region.as_str()]);
@@ -164,7 +176,9 @@ async fn run_probes(
             tracing::warn!(%region, event = kind.as_str(), "region health changed");
             webhooks.notify(Event::region(kind, &region, detail));
         }
-        gauge.set(i64::from(health.get().is_usable()));
+        // What DNS does: the cluster's view where it has one, else this probe.
+        let up = shared.get().and_then(|s| s.region_up(&region));
+        gauge.set(i64::from(up.unwrap_or(health.get().is_usable())));
         tokio::time::sleep(super::registry::jittered(check.interval, 0.9, 1.1)).await;
     }
 }
