@@ -171,16 +171,8 @@ impl Nodes {
     /// The leaf each node presents for the name over HTTPS (trusting only pebble's root),
     /// with the status of a request through it.
     async fn served(&self, node: &Headland) -> Result<(CertificateDer<'static>, u16), String> {
-        let https = node.https.unwrap();
-        let (mut stream, _, leaf) = handshake(
-            https,
-            self.name,
-            std::slice::from_ref(&self.root),
-            &[b"http/1.1"],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        Ok((leaf, https_get(&mut stream, self.name, "/").await.status))
+        let (leaf, response) = https_fetch(node.https.unwrap(), self.name, &self.root, "/").await?;
+        Ok((leaf, response.status))
     }
 
     /// Waits until every node serves one and the same certificate other than `before`.
@@ -595,12 +587,23 @@ async fn https_app_path(
     root: &CertificateDer<'static>,
     path: &str,
 ) -> (u16, String) {
-    let (mut stream, _, _) =
-        handshake(edge, "app.test", std::slice::from_ref(root), &[b"http/1.1"])
-            .await
-            .unwrap_or_else(|e| panic!("{edge}: {e}"));
-    let response = https_get(&mut stream, "app.test", path).await;
+    let (_, response) = https_fetch(edge, "app.test", root, path)
+        .await
+        .unwrap_or_else(|e| panic!("{edge}: {e}"));
     (response.status, response.served_by())
+}
+
+/// `GET path` for `name` over HTTPS, trusting only `root`: the leaf presented and the answer.
+async fn https_fetch(
+    addr: SocketAddr,
+    name: &str,
+    root: &CertificateDer<'static>,
+    path: &str,
+) -> Result<(CertificateDer<'static>, support::Response), String> {
+    let (mut stream, _, leaf) = handshake(addr, name, std::slice::from_ref(root), &[b"http/1.1"])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((leaf, https_get(&mut stream, name, path).await))
 }
 
 /// `fallback = { regions = true }`: the apac node's app dies and a client still holding the

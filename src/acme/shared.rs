@@ -214,10 +214,9 @@ pub async fn newer_certificate(
         .open(&cluster.key(&path), &shared.key)
         .map_err(|e| bad(&path, e.to_string()))?;
     let key_pem = String::from_utf8(key).map_err(|e| bad(&path, e.to_string()))?;
-    let candidate = super::store::parse_bundle(
-        format!("{}\n{}", key_pem.trim_end(), shared.chain_pem).as_bytes(),
-    )
-    .map_err(|reason| bad(&path, reason))?;
+    let bundle = super::store::bundle(&key_pem, &shared.chain_pem);
+    let candidate =
+        super::store::parse_bundle(bundle.as_bytes()).map_err(|reason| bad(&path, reason))?;
     if !candidate.facts.covers(names) {
         return Ok(None);
     }
@@ -228,9 +227,8 @@ pub async fn newer_certificate(
     if !newer {
         return Ok(None);
     }
-    store
-        .save_certificate(primary, &key_pem, &shared.chain_pem)
-        .map(Some)
+    store.write_certificate(primary, &bundle)?;
+    Ok(Some(candidate))
 }
 
 fn bad(path: &str, reason: String) -> AcmeError {
@@ -328,12 +326,7 @@ pub async fn share_account(
 }
 
 fn account_path(directory: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, directory.as_bytes());
-    let short: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{ACCOUNTS}{short}")
+    format!("{ACCOUNTS}{}", super::store::directory_digest(directory))
 }
 
 #[cfg(test)]

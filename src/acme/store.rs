@@ -53,11 +53,7 @@ impl CertStore {
     }
 
     pub fn account_path(&self, directory_url: &str) -> PathBuf {
-        let digest = ring::digest::digest(&ring::digest::SHA256, directory_url.as_bytes());
-        let short: String = digest.as_ref()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let short = directory_digest(directory_url);
         self.dir.join("acme").join(format!("account-{short}.json"))
     }
 
@@ -106,15 +102,35 @@ impl CertStore {
         key_pem: &str,
         chain_pem: &str,
     ) -> Result<StoredCertificate, AcmeError> {
-        let bundle = format!("{}\n{}", key_pem.trim_end(), chain_pem);
+        let bundle = bundle(key_pem, chain_pem);
         let stored =
             parse_bundle(bundle.as_bytes()).map_err(|reason| AcmeError::BadStoredCertificate {
                 path: self.certificate_path(primary_name),
                 reason,
             })?;
-        write_atomically(&self.certificate_path(primary_name), bundle.as_bytes())?;
+        self.write_certificate(primary_name, &bundle)?;
         Ok(stored)
     }
+
+    /// Writes a bundle already checked with [`parse_bundle`], atomically.
+    pub fn write_certificate(&self, primary_name: &str, bundle: &str) -> Result<(), AcmeError> {
+        write_atomically(&self.certificate_path(primary_name), bundle.as_bytes())
+    }
+}
+
+/// Key and chain as the one PEM file a certificate is stored as.
+pub fn bundle(key_pem: &str, chain_pem: &str) -> String {
+    format!("{}\n{}", key_pem.trim_end(), chain_pem)
+}
+
+/// A short, stable name for a CA directory URL (the first 8 bytes of its SHA-256, hex): the
+/// account's file name in `state_dir` and its key in the cluster.
+pub fn directory_digest(directory_url: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, directory_url.as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Parses a bundle (private key and chain, PEM) and checks the key belongs to the leaf.
