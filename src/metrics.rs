@@ -16,6 +16,7 @@ pub const RETRIES: &str = "headland_upstream_retries_total";
 pub const REGION_FALLBACKS: &str = "headland_region_fallback_total";
 pub const RATELIMIT_REJECTED: &str = "headland_ratelimit_rejected_total";
 pub const EJECTIONS: &str = "headland_upstream_ejections_total";
+pub const UPSTREAM_RESOLUTIONS: &str = "headland_upstream_resolutions_total";
 pub const CONFIG_RELOADS: &str = "headland_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "headland_config_generation";
 pub const CLUSTER_FOLLOWING: &str = "headland_cluster_following";
@@ -66,6 +67,8 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub region_fallbacks: IntCounterVec,
     pub ejections: IntCounterVec,
+    /// Resolutions of upstream host names, by `server` (`NAME:PORT`) and `result`.
+    pub upstream_resolutions: IntCounterVec,
     pub ratelimit_rejected: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
@@ -135,6 +138,11 @@ impl Metrics {
             EJECTIONS,
             "Servers taken out of rotation by passive health (consecutive failures).",
             &["upstream", "server"],
+        )?;
+        let upstream_resolutions = counter(
+            UPSTREAM_RESOLUTIONS,
+            "Resolutions of upstream servers named by host name, by server (NAME:PORT) and result (ok, fail); a failure keeps the last addresses.",
+            &["server", "result"],
         )?;
         let ratelimit_rejected = counter(
             RATELIMIT_REJECTED,
@@ -256,6 +264,7 @@ impl Metrics {
             retries,
             region_fallbacks,
             ejections,
+            upstream_resolutions,
             ratelimit_rejected,
             config_reloads,
             config_generation,

@@ -14,6 +14,7 @@ mod health;
 mod http_limits;
 mod rate_limit;
 mod raw;
+mod resolver;
 mod route;
 mod tls;
 mod units;
@@ -35,6 +36,7 @@ pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
 pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
 pub use http_limits::HttpLimits;
 pub use rate_limit::RateLimitConfig;
+pub use resolver::ResolverConfig;
 pub use tls::{StaticCertificate, TlsConfig};
 pub use webhook::{WebhookConfig, EVENT_NAMES};
 
@@ -68,6 +70,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// `[cluster]`: the etcd shared with the other nodes. Default: none (a node alone).
     pub cluster: Option<ClusterConfig>,
+    /// `[resolver]`: how upstream servers named by host name are resolved.
+    pub resolver: ResolverConfig,
 }
 
 /// Bytes that must never reach a log line or an error message.
@@ -137,7 +141,10 @@ pub enum AccessLogOutput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub name: String,
-    pub servers: Vec<SocketAddr>,
+    /// In config order, each address once.
+    pub servers: Vec<ServerAddress>,
+    /// `tls = { ... }`: HTTPS to every server of the pool. Default: none (plain HTTP).
+    pub tls: Option<UpstreamTls>,
     pub balance: Balance,
     pub timeouts: UpstreamTimeouts,
     /// Active health check of every server. Default: none (servers are always used).
@@ -145,6 +152,38 @@ pub struct UpstreamConfig {
     pub passive: PassiveHealth,
     /// How many times a failed request may go to another server of the pool. Default: 2.
     pub retries: u32,
+}
+
+/// One entry of an upstream's `servers`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServerAddress {
+    /// `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (127.0.0.1).
+    Ip(SocketAddr),
+    /// `unix:/run/app.sock`: an absolute path to a Unix stream socket.
+    Unix(PathBuf),
+    /// `app:3000`: a host name, resolved while running; each of its addresses is a server.
+    Name(HostPort),
+}
+
+/// A host name (lowercase, without a trailing dot) and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+/// `tls = { sni, ca_file, verify }` of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Sent as SNI and verified against the certificate. Default: none, meaning the server's
+    /// host name, or for an IP server its address (no SNI is sent for an address, RFC 6066
+    /// §3; the certificate must name the IP). Never the client's Host.
+    pub sni: Option<String>,
+    /// The CAs (DER) the servers' certificates must chain to. Default: none, meaning the
+    /// platform's trust store.
+    pub ca: Option<Vec<Vec<u8>>>,
+    /// Verify the certificate chain and name. Default: true.
+    pub verify: bool,
 }
 
 /// Passive health: consecutive connect failures, resets or timeouts (and, with `on_5xx`, 5xx
@@ -271,6 +310,25 @@ pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
 /// against `base_dir`.
 pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, LocatedErrors> {
     validate::validate(text, file, base_dir)
+}
+
+// === impl ServerAddress ===
+
+impl std::fmt::Display for ServerAddress {
+    /// As written in the file (`localhost:PORT` shows as its address): logs and metric labels.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddress::Ip(addr) => addr.fmt(f),
+            ServerAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+            ServerAddress::Name(name) => name.fmt(f),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
 }
 
 // === impl HostPattern ===

@@ -40,6 +40,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub dns: RawDns,
     pub cluster: Option<Spanned<RawCluster>>,
+    #[serde(default)]
+    pub resolver: RawResolver,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +242,25 @@ pub struct RawUpstream {
     pub health: Option<Spanned<RawHealth>>,
     pub passive: Option<Spanned<RawPassive>>,
     pub retries: Option<Spanned<i64>>,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+/// `tls = { sni = "app.internal", ca_file = "ca.pem", verify = true }`: HTTPS to the servers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub sni: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub verify: Option<Spanned<bool>>,
+}
+
+/// `[resolver]`: name servers and TTL bounds for upstream servers named by host name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolver {
+    pub nameservers: Option<Vec<Spanned<String>>>,
+    pub min_ttl: Option<Spanned<String>>,
+    pub max_ttl: Option<Spanned<String>>,
 }
 
 /// `passive = { failures = 5, eject = "30s", on_5xx = false }`: eject a server after

@@ -49,10 +49,11 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         },
     };
     let http = super::http_limits::http(&raw.http, &mut sink);
+    let resolver = super::resolver::resolver(&raw.resolver, &mut sink);
     let upstreams: Vec<UpstreamConfig> = raw
         .upstreams
         .iter()
-        .map(|(name, upstream)| super::upstream::upstream(name, upstream, &mut sink))
+        .map(|(name, upstream)| super::upstream::upstream(name, upstream, base_dir, &mut sink))
         .collect();
     let rate_limits: Vec<_> = raw
         .rate_limits
@@ -116,6 +117,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         acme,
         dns,
         cluster,
+        resolver,
     })
 }
 

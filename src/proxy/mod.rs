@@ -340,12 +340,8 @@ impl ProxyHttp for HeadlandProxy {
         ctx.buffered_body_sent = false;
         // Replacing the guard releases the slot held on a server that failed.
         ctx.in_flight = Some(server.begin_request());
-        let mut peer = HttpPeer::new(server.addr, false, String::new());
-        peer.options.connection_timeout = Some(pool.timeouts.connect);
-        peer.options.read_timeout = Some(pool.timeouts.read);
-        peer.options.write_timeout = Some(pool.timeouts.write);
-        peer.options.idle_timeout = Some(pool.timeouts.keepalive);
-        Ok(Box::new(peer))
+        // TCP or a Unix socket, TLS as the pool says (never SNI from the client's Host).
+        Ok(Box::new(pool.peer(&server)?))
     }
 
     fn fail_to_connect(

@@ -69,7 +69,7 @@ pub fn highest_random_weight(
             // DefaultHasher::new() uses fixed keys, so scores are stable across processes.
             let mut hasher = DefaultHasher::new();
             key.hash(&mut hasher);
-            server.addr.hash(&mut hasher);
+            server.endpoint.hash(&mut hasher);
             hasher.finish()
         })
         .map(|(index, _)| index)
@@ -89,7 +89,8 @@ mod tests {
         (0..n)
             .map(|i| {
                 Arc::new(UpstreamServer::new(
-                    ([127, 0, 0, 1], 5000 + i).into(),
+                    super::super::Endpoint::Inet(([127, 0, 0, 1], 5000 + i).into()),
+                    None,
                     super::super::health::Health::Unknown,
                 ))
             })

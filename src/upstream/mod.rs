@@ -1,26 +1,52 @@
 //! Upstream pools: the servers behind one config name, and how a request picks one.
+//!
+//! A pool's servers are its configured addresses and Unix sockets plus, for each host name it
+//! lists, every address the name last resolved to (`resolve` keeps those current). The list
+//! is swapped whole when a name's addresses change; a server that stays keeps its state.
 
 mod balance;
 pub mod health;
 mod probe;
 pub mod regions;
 pub mod registry;
+mod resolve;
 
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crate::config::{Balance, HealthCheck, PassiveHealth, UpstreamConfig, UpstreamTimeouts};
+use arc_swap::ArcSwap;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::WrappedX509;
+use pingora::{Error, ErrorType};
+
+use crate::config::{
+    Balance, HealthCheck, HostPort, PassiveHealth, ServerAddress, UpstreamConfig, UpstreamTimeouts,
+    UpstreamTls,
+};
 
 pub use balance::Tried;
 use health::{Health, PassiveState, ServerHealth};
+
+/// Where one server is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
 
 /// One server of one pool. Shared (by `Arc`) between snapshots while its pool keeps it, so
 /// counters survive reloads.
 #[derive(Debug)]
 pub struct UpstreamServer {
-    pub addr: SocketAddr,
-    /// `addr` as text, made once for logs.
+    pub endpoint: Endpoint,
+    /// The host name this address was resolved from: the name TLS verifies and the health
+    /// check's Host. `None` for addresses and sockets written as such.
+    pub host: Option<String>,
+    /// `endpoint` as text (`unix:/path` for sockets), made once for logs and metrics.
     pub label: String,
     /// Requests currently using this server (for `least_conn`).
     in_flight: AtomicUsize,
@@ -28,18 +54,40 @@ pub struct UpstreamServer {
     pub passive: PassiveState,
 }
 
+/// A pool's servers, swapped whole when a host name's addresses change. Requests load the
+/// list once and pick from that.
+#[derive(Debug)]
+pub struct ServerList(ArcSwap<Vec<Arc<UpstreamServer>>>);
+
 /// The servers of one `[upstreams.NAME]` and its policy.
 #[derive(Debug)]
 pub struct Pool {
     pub name: String,
-    pub servers: Vec<Arc<UpstreamServer>>,
+    pub servers: ServerList,
+    /// `servers` as configured, in order.
+    sources: Vec<ServerAddress>,
+    /// The last good addresses of each host name among `sources`.
+    resolved: Mutex<BTreeMap<HostPort, Vec<SocketAddr>>>,
+    /// What a server new to the pool starts as.
+    initial: Health,
     pub balance: Balance,
     pub timeouts: UpstreamTimeouts,
     pub health_check: Option<HealthCheck>,
     pub passive: PassiveHealth,
     pub retries: u32,
+    pub tls: Option<PoolTls>,
     /// Rotates the starting point for round robin and tie-breaking.
     cursor: AtomicUsize,
+}
+
+/// `tls = { ... }` ready for Pingora's connector.
+#[derive(Debug)]
+pub struct PoolTls {
+    pub config: UpstreamTls,
+    ca: Option<Arc<[WrappedX509]>>,
+    /// Keeps connections verified under other settings (another CA after a reload) apart:
+    /// Pingora's connection reuse does not tell CAs apart by itself.
+    group_key: u64,
 }
 
 /// Holds one in-flight slot on a server; dropping it releases the slot.
@@ -48,13 +96,36 @@ pub struct InFlight {
     server: Arc<UpstreamServer>,
 }
 
+// === impl Endpoint ===
+
+impl Hash for Endpoint {
+    /// The address or path alone, so that `consistent_hash` places keys as it did before
+    /// servers could be sockets.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Endpoint::Inet(addr) => addr.hash(state),
+            Endpoint::Unix(path) => path.hash(state),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Inet(addr) => addr.fmt(f),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 // === impl UpstreamServer ===
 
 impl UpstreamServer {
-    pub fn new(addr: SocketAddr, initial: Health) -> Self {
+    pub fn new(endpoint: Endpoint, host: Option<String>, initial: Health) -> Self {
         Self {
-            addr,
-            label: addr.to_string(),
+            label: endpoint.to_string(),
+            endpoint,
+            host,
             in_flight: AtomicUsize::new(0),
             health: ServerHealth::new(initial),
             passive: PassiveState::default(),
@@ -77,6 +148,16 @@ impl UpstreamServer {
             server: Arc::clone(self),
         }
     }
+
+    /// The Host a health check sends by default: the name and port it was resolved from,
+    /// the address, or `localhost` for a socket.
+    pub fn authority(&self) -> String {
+        match (&self.endpoint, &self.host) {
+            (Endpoint::Inet(addr), Some(host)) => format!("{host}:{}", addr.port()),
+            (Endpoint::Inet(addr), None) => addr.to_string(),
+            (Endpoint::Unix(_), _) => "localhost".to_owned(),
+        }
+    }
 }
 
 // === impl InFlight ===
@@ -93,47 +174,156 @@ impl Drop for InFlight {
     }
 }
 
+// === impl ServerList ===
+
+impl ServerList {
+    pub fn load(&self) -> Arc<Vec<Arc<UpstreamServer>>> {
+        self.0.load_full()
+    }
+}
+
+impl<'a> IntoIterator for &'a ServerList {
+    type Item = Arc<UpstreamServer>;
+    type IntoIter = std::vec::IntoIter<Arc<UpstreamServer>>;
+
+    /// The servers at the time of the call.
+    fn into_iter(self) -> Self::IntoIter {
+        self.load().as_ref().clone().into_iter()
+    }
+}
+
+// === impl PoolTls ===
+
+impl PoolTls {
+    fn new(config: &UpstreamTls) -> Self {
+        let mut hasher = DefaultHasher::new();
+        (&config.ca, &config.sni, config.verify).hash(&mut hasher);
+        let ca = config.ca.as_ref().map(|ders| {
+            ders.iter()
+                .map(|der| WrappedX509::new(der.clone(), pingora::utils::tls::parse_x509))
+                .collect()
+        });
+        Self {
+            config: config.clone(),
+            ca,
+            group_key: hasher.finish(),
+        }
+    }
+
+    /// The name sent as SNI and verified: `sni`, else the server's host name, else its IP
+    /// address (rustls sends no SNI for an address and verifies it against the IP SANs).
+    /// Empty for a socket without `sni`, which only `verify = false` allows.
+    fn server_name(&self, server: &UpstreamServer) -> String {
+        match (&self.config.sni, &server.host, &server.endpoint) {
+            (Some(sni), _, _) => sni.clone(),
+            (None, Some(host), _) => host.clone(),
+            (None, None, Endpoint::Inet(addr)) => addr.ip().to_string(),
+            (None, None, Endpoint::Unix(_)) => String::new(),
+        }
+    }
+}
+
 // === impl Pool ===
 
 impl Pool {
-    /// Builds a pool, reusing server state from `previous` for addresses it already had.
+    /// Builds a pool, reusing from `previous` the state of servers it already had and the
+    /// addresses its host names last resolved to.
     pub fn new(config: &UpstreamConfig, previous: Option<&Pool>) -> Self {
         let initial = match &config.health {
             Some(check) if check.start_down => Health::Down,
             _ => Health::Unknown,
         };
-        let servers = config
-            .servers
-            .iter()
-            .map(|addr| {
-                previous
-                    .and_then(|p| p.servers.iter().find(|s| s.addr == *addr))
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(UpstreamServer::new(*addr, initial)))
-            })
+        let resolved: BTreeMap<HostPort, Vec<SocketAddr>> = previous
+            .and_then(|p| p.resolved.lock().ok().map(|r| r.clone()))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(name, _)| config.servers.contains(&ServerAddress::Name(name.clone())))
             .collect();
+        let old = previous.map(|p| p.servers.load()).unwrap_or_default();
+        let servers = assemble(&config.servers, &resolved, &old, initial);
+        let tls = config.tls.as_ref().map(PoolTls::new);
+        if tls.as_ref().is_some_and(|tls| !tls.config.verify) {
+            tracing::warn!(upstream = %config.name, "tls verify = false: any certificate is accepted, so anyone on the path can read and change this pool's traffic");
+        }
         Self {
             name: config.name.clone(),
-            servers,
+            servers: ServerList(ArcSwap::from_pointee(servers)),
+            sources: config.servers.clone(),
+            resolved: Mutex::new(resolved),
+            initial,
             balance: config.balance.clone(),
             timeouts: config.timeouts,
             health_check: config.health.clone(),
             passive: config.passive,
             retries: config.retries,
+            tls,
             cursor: AtomicUsize::new(0),
         }
     }
 
+    /// Whether `name` is among the configured servers.
+    pub fn lists(&self, name: &HostPort) -> bool {
+        self.sources
+            .iter()
+            .any(|s| matches!(s, ServerAddress::Name(n) if n == name))
+    }
+
+    /// Makes `addresses` the servers of host name `name`; returns whether the pool's servers
+    /// changed. Servers that stay keep their state.
+    pub fn set_resolved(&self, name: &HostPort, addresses: &[SocketAddr]) -> bool {
+        let Ok(mut resolved) = self.resolved.lock() else {
+            return false;
+        };
+        if !self.lists(name) || resolved.get(name).map(Vec::as_slice) == Some(addresses) {
+            return false;
+        }
+        resolved.insert(name.clone(), addresses.to_vec());
+        let servers = assemble(&self.sources, &resolved, &self.servers.load(), self.initial);
+        self.servers.0.store(Arc::new(servers));
+        true
+    }
+
+    /// The peer Pingora connects to for `server`: TCP or the socket, TLS per `tls`, the
+    /// pool's timeouts.
+    pub fn peer(&self, server: &UpstreamServer) -> pingora::Result<HttpPeer> {
+        let tls = self.tls.as_ref();
+        let sni = tls.map_or_else(String::new, |tls| tls.server_name(server));
+        let mut peer = match &server.endpoint {
+            Endpoint::Inet(addr) => HttpPeer::new(*addr, tls.is_some(), sni),
+            Endpoint::Unix(path) => {
+                let Some(path) = path.to_str() else {
+                    return Error::e_explain(ErrorType::SocketError, "socket path is not UTF-8");
+                };
+                HttpPeer::new_uds(path, tls.is_some(), sni)?
+            }
+        };
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        peer.options.read_timeout = Some(self.timeouts.read);
+        peer.options.write_timeout = Some(self.timeouts.write);
+        peer.options.idle_timeout = Some(self.timeouts.keepalive);
+        if let Some(tls) = tls {
+            peer.options.verify_cert = tls.config.verify;
+            peer.options.verify_hostname = tls.config.verify;
+            peer.options.ca = tls.ca.clone();
+            peer.group_key = tls.group_key;
+        }
+        Ok(peer)
+    }
+
     /// Picks a server not yet tried for this request, by the pool's policy, with its index.
     /// `hash_key` is used by `consistent_hash` only.
-    pub fn select(&self, hash_key: u64, tried: &Tried) -> Option<(usize, &Arc<UpstreamServer>)> {
+    ///
+    /// Indexes refer to the server list of the moment: when a host name's addresses change
+    /// during a request, its retry may see another list (and at worst try a server again).
+    pub fn select(&self, hash_key: u64, tried: &Tried) -> Option<(usize, Arc<UpstreamServer>)> {
+        let servers = self.servers.load();
         // Servers known to be down are skipped as if this request had tried them already.
         let mut excluded;
-        let tried = if self.servers.iter().all(|s| s.is_usable()) {
+        let tried = if servers.iter().all(|s| s.is_usable()) {
             tried
         } else {
             excluded = tried.clone();
-            for (index, server) in self.servers.iter().enumerate() {
+            for (index, server) in servers.iter().enumerate() {
                 if !server.is_usable() {
                     excluded.insert(index);
                 }
@@ -142,21 +332,21 @@ impl Pool {
         };
         let start = || self.cursor.fetch_add(1, Ordering::Relaxed);
         let index = match self.balance {
-            Balance::RoundRobin => balance::first_untried(self.servers.len(), start(), tried),
+            Balance::RoundRobin => balance::first_untried(servers.len(), start(), tried),
             Balance::Random => {
-                balance::first_untried(self.servers.len(), rand::random::<u32>() as usize, tried)
+                balance::first_untried(servers.len(), rand::random::<u32>() as usize, tried)
             }
-            Balance::LeastConn => balance::least_loaded(&self.servers, start(), tried),
+            Balance::LeastConn => balance::least_loaded(&servers, start(), tried),
             Balance::ConsistentHash { .. } => {
-                balance::highest_random_weight(&self.servers, hash_key, tried)
+                balance::highest_random_weight(&servers, hash_key, tried)
             }
         }?;
-        self.servers.get(index).map(|server| (index, server))
+        servers.get(index).map(|server| (index, Arc::clone(server)))
     }
 
     /// Whether any server may take requests: false only when every server is known down.
     pub fn is_available(&self) -> bool {
-        self.servers.iter().any(|s| s.is_usable())
+        self.servers.load().iter().any(|s| s.is_usable())
     }
 
     /// Whether this node may be named to other regions and to DNS as able to serve the pool:
@@ -167,6 +357,7 @@ impl Pool {
         match self.health_check {
             Some(_) => self
                 .servers
+                .load()
                 .iter()
                 .any(|s| s.is_usable() && s.health.get() == Health::Up),
             None => self.is_available(),
@@ -182,8 +373,9 @@ impl Pool {
         }
         let others_usable = self
             .servers
+            .load()
             .iter()
-            .any(|s| s.addr != server.addr && s.is_usable());
+            .any(|s| !std::ptr::eq(s.as_ref(), server) && s.is_usable());
         server
             .passive
             .record_failure(self.passive.failures, self.passive.eject, others_usable)
@@ -192,8 +384,49 @@ impl Pool {
     /// Whether `server` is a usable server this request has not tried.
     pub fn has_untried_usable(&self, tried: &Tried) -> bool {
         self.servers
+            .load()
             .iter()
             .enumerate()
             .any(|(index, server)| !tried.contains(index) && server.is_usable())
     }
+}
+
+/// The servers of `sources` in order, each endpoint once: a host name stands for its
+/// resolved addresses (none before its first answer). Servers already in `old` are reused.
+fn assemble(
+    sources: &[ServerAddress],
+    resolved: &BTreeMap<HostPort, Vec<SocketAddr>>,
+    old: &[Arc<UpstreamServer>],
+    initial: Health,
+) -> Vec<Arc<UpstreamServer>> {
+    let mut servers: Vec<Arc<UpstreamServer>> = Vec::with_capacity(sources.len());
+    let mut add = |endpoint: Endpoint, host: Option<&str>| {
+        if servers.iter().any(|s| s.endpoint == endpoint) {
+            return;
+        }
+        let server = old
+            .iter()
+            .find(|s| s.endpoint == endpoint)
+            .cloned()
+            .unwrap_or_else(|| {
+                Arc::new(UpstreamServer::new(
+                    endpoint,
+                    host.map(str::to_owned),
+                    initial,
+                ))
+            });
+        servers.push(server);
+    };
+    for source in sources {
+        match source {
+            ServerAddress::Ip(addr) => add(Endpoint::Inet(*addr), None),
+            ServerAddress::Unix(path) => add(Endpoint::Unix(path.clone()), None),
+            ServerAddress::Name(name) => {
+                for addr in resolved.get(name).into_iter().flatten() {
+                    add(Endpoint::Inet(*addr), Some(&name.host));
+                }
+            }
+        }
+    }
+    servers
 }

@@ -1,11 +1,15 @@
-//! One active health check of one server: a TCP connect, or an HTTP/1.1 request whose
-//! status (and optionally body) must match.
+//! One active health check of one server: a connect, or an HTTP/1.1 request whose status
+//! (and optionally body) must match.
+//!
+//! Checks connect through Pingora's own connector with the peer requests use, so a check
+//! reaches a Unix socket or speaks TLS (same name, same CA, same verification) exactly as
+//! requests do: a server whose certificate requests would refuse fails its checks too.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use pingora::connectors::TransportConnector;
+use pingora::upstreams::peer::HttpPeer;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::{HealthCheck, HttpProbe, Probe};
 
@@ -18,7 +22,9 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 pub enum ProbeFailure {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    #[error("connect or I/O failed: {0}")]
+    #[error("connect failed: {0}")]
+    Connect(Box<pingora::Error>),
+    #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("response is not HTTP")]
     NotHttp,
@@ -28,36 +34,75 @@ pub enum ProbeFailure {
     Body,
 }
 
-/// Runs `check` against `addr`, all of it within the check's timeout.
-pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), ProbeFailure> {
-    let attempt = async {
-        let stream = TcpStream::connect(addr).await?;
-        match &check.probe {
-            Probe::Tcp => Ok(()),
-            Probe::Http(http) => probe_http(stream, addr, http).await,
+/// Connects for every check of every server; it keeps no connection.
+pub struct Prober {
+    connector: TransportConnector,
+}
+
+// === impl Prober ===
+
+impl Default for Prober {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Prober {
+    pub fn new() -> Self {
+        Self {
+            connector: TransportConnector::new(None),
         }
-    };
-    tokio::time::timeout(check.timeout, attempt)
-        .await
-        .map_err(|_| ProbeFailure::Timeout(check.timeout))?
+    }
+
+    /// Runs `check` against `peer`, all of it within the check's timeout. `host` is the Host
+    /// an HTTP check sends unless the check names one. A TCP check of a TLS peer includes
+    /// the handshake.
+    pub async fn probe(
+        &self,
+        peer: &HttpPeer,
+        host: &str,
+        check: &HealthCheck,
+    ) -> Result<(), ProbeFailure> {
+        let attempt = async {
+            let stream = self
+                .connector
+                .new_stream(peer)
+                .await
+                .map_err(ProbeFailure::Connect)?;
+            match &check.probe {
+                Probe::Tcp => Ok(()),
+                Probe::Http(http) => probe_http(stream, host, http).await,
+            }
+        };
+        tokio::time::timeout(check.timeout, attempt)
+            .await
+            .map_err(|_| ProbeFailure::Timeout(check.timeout))?
+    }
 }
 
 async fn probe_http(
-    mut stream: TcpStream,
-    addr: SocketAddr,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    host: &str,
     http: &HttpProbe,
 ) -> Result<(), ProbeFailure> {
-    let host = http.host.clone().unwrap_or_else(|| addr.to_string());
+    let host = http.host.as_deref().unwrap_or(host);
     let request = format!(
         "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: headland-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         http.method, http.path
     );
     stream.write_all(request.as_bytes()).await?;
+    // Pingora's streams may buffer writes.
+    stream.flush().await?;
     let mut response = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     // Read until the server closes (we asked it to) or we have enough to judge.
     loop {
-        let n = stream.read(&mut chunk).await?;
+        // A TLS server may close without close_notify once it has answered.
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(_) if !response.is_empty() => 0,
+            Err(error) => return Err(error.into()),
+        };
         if n == 0 || response.len() >= MAX_RESPONSE_BYTES {
             break;
         }

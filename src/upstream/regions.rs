@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use pingora::upstreams::peer::HttpPeer;
 use tokio::task::JoinHandle;
 
 use super::health::{Health, ServerHealth, Transition};
-use super::probe::probe;
+use super::probe::Prober;
 use crate::cluster::health::SharedHealth;
 use crate::config::{RegionConfig, RegionProbe};
 use crate::metrics::Metrics;
@@ -22,6 +23,7 @@ pub struct RegionHealth {
     webhooks: Arc<Webhooks>,
     /// In a cluster, the view every node shares; it decides where it has a verdict.
     shared: Arc<OnceLock<Arc<SharedHealth>>>,
+    prober: Arc<Prober>,
 }
 
 struct RegionTask {
@@ -33,13 +35,14 @@ struct RegionTask {
 // === impl RegionHealth ===
 
 impl RegionHealth {
-    pub fn new(metrics: Arc<Metrics>, webhooks: Arc<Webhooks>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, webhooks: Arc<Webhooks>, prober: Arc<Prober>) -> Self {
         Self {
             tasks: Mutex::new(HashMap::new()),
             configured: Mutex::new(HashSet::new()),
             metrics,
             webhooks,
             shared: Arc::default(),
+            prober,
         }
     }
 
@@ -121,6 +124,7 @@ impl RegionHealth {
                         Arc::clone(&health),
                         (Arc::clone(&self.metrics), Arc::clone(&self.webhooks)),
                         Arc::clone(&self.shared),
+                        Arc::clone(&self.prober),
                     ));
                     let task = RegionTask {
                         probe: probe.clone(),
@@ -158,11 +162,14 @@ async fn run_probes(
     health: Arc<ServerHealth>,
     (metrics, webhooks): (Arc<Metrics>, Arc<Webhooks>),
     shared: Arc<OnceLock<Arc<SharedHealth>>>,
+    prober: Arc<Prober>,
 ) {
     let check = &target.check;
+    let peer = HttpPeer::new(target.addr, false, String::new());
+    let host = target.addr.to_string();
     let gauge = metrics.region_up.with_label_values(&[region.as_str()]);
     loop {
-        let result = probe(target.addr, check).await;
+        let result = prober.probe(&peer, &host, check).await;
         if let Err(reason) = &result {
             tracing::debug!(%region, url = %target.url, %reason, "region health check failed");
         }

@@ -1,39 +1,51 @@
 //! The `HealthRegistry`: one active-check task per (pool, server), kept in step with the
-//! current snapshot. A reload that leaves a server's check unchanged leaves its task and its
-//! state alone; new servers get a task, removed ones lose theirs; no server ever has two.
+//! current snapshot and with the addresses host names resolve to. A reload or a new answer
+//! that leaves a server's check unchanged leaves its task and its state alone; new servers
+//! get a task, removed ones lose theirs; no server ever has two.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use pingora::upstreams::peer::HttpPeer;
 use tokio::task::JoinHandle;
 
 use super::health::Transition;
-use super::probe::probe;
+use super::probe::Prober;
 use super::regions::RegionHealth;
-use super::UpstreamServer;
-use crate::config::HealthCheck;
+use super::resolve::NameRegistry;
+use super::{Endpoint, UpstreamServer};
+use crate::config::{HealthCheck, UpstreamTls};
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::webhook::{Event, EventKind, Webhooks};
 
-type Key = (String, SocketAddr);
+type Key = (String, Endpoint);
 
 pub struct HealthRegistry {
     tasks: Mutex<HashMap<Key, CheckTask>>,
     /// The regions' health, for DNS answers.
     pub regions: RegionHealth,
+    /// The tasks that resolve upstream host names into pool servers.
+    pub names: NameRegistry,
     metrics: Arc<Metrics>,
     webhooks: Arc<Webhooks>,
+    prober: Arc<Prober>,
+}
+
+/// What one server's checks are run with: a change restarts its task.
+#[derive(Clone, PartialEq)]
+struct CheckSpec {
+    check: HealthCheck,
+    tls: Option<UpstreamTls>,
 }
 
 struct CheckTask {
     server: Arc<UpstreamServer>,
-    check: HealthCheck,
+    spec: CheckSpec,
     handle: JoinHandle<()>,
 }
 
@@ -47,11 +59,18 @@ pub struct HealthService {
 
 impl HealthRegistry {
     pub fn new(metrics: Arc<Metrics>, webhooks: Arc<Webhooks>) -> Self {
+        let prober = Arc::new(Prober::new());
         Self {
             tasks: Mutex::new(HashMap::new()),
-            regions: RegionHealth::new(Arc::clone(&metrics), Arc::clone(&webhooks)),
+            regions: RegionHealth::new(
+                Arc::clone(&metrics),
+                Arc::clone(&webhooks),
+                Arc::clone(&prober),
+            ),
+            names: NameRegistry::new(Arc::clone(&metrics)),
             metrics,
             webhooks,
+            prober,
         }
     }
 
@@ -61,43 +80,52 @@ impl HealthRegistry {
         let Ok(mut tasks) = self.tasks.lock() else {
             return;
         };
-        let mut wanted: HashMap<Key, (Arc<UpstreamServer>, HealthCheck)> = HashMap::new();
+        let mut wanted: HashMap<Key, (Arc<UpstreamServer>, CheckSpec, HttpPeer)> = HashMap::new();
         for pool in &snapshot.pools {
             let Some(check) = &pool.health_check else {
                 continue;
             };
+            let spec = CheckSpec {
+                check: check.clone(),
+                tls: pool.tls.as_ref().map(|tls| tls.config.clone()),
+            };
             for server in &pool.servers {
-                wanted.insert(
-                    (pool.name.clone(), server.addr),
-                    (Arc::clone(server), check.clone()),
-                );
+                match pool.peer(&server) {
+                    Ok(peer) => {
+                        let key = (pool.name.clone(), server.endpoint.clone());
+                        wanted.insert(key, (server, spec.clone(), peer));
+                    }
+                    Err(error) => {
+                        tracing::warn!(upstream = %pool.name, server = %server.label, %error, "server cannot be health-checked");
+                    }
+                }
             }
         }
         tasks.retain(|key, task| {
-            let keep = wanted.get(key).is_some_and(|(server, check)| {
-                Arc::ptr_eq(server, &task.server) && *check == task.check
+            let keep = wanted.get(key).is_some_and(|(server, spec, _)| {
+                Arc::ptr_eq(server, &task.server) && *spec == task.spec
             });
             if !keep {
                 task.handle.abort();
             }
             keep
         });
-        for (key, (server, check)) in wanted {
+        for (key, (server, spec, peer)) in wanted {
             if tasks.contains_key(&key) {
                 continue;
             }
             let handle = tokio::spawn(run_checks(
                 key.0.clone(),
-                Arc::clone(&server),
-                check.clone(),
-                Arc::clone(&self.metrics),
-                Arc::clone(&self.webhooks),
+                (Arc::clone(&server), peer),
+                spec.check.clone(),
+                (Arc::clone(&self.metrics), Arc::clone(&self.webhooks)),
+                Arc::clone(&self.prober),
             ));
             tasks.insert(
                 key,
                 CheckTask {
                     server,
-                    check,
+                    spec,
                     handle,
                 },
             );
@@ -111,6 +139,7 @@ impl HealthRegistry {
 
     fn stop_all(&self) {
         self.regions.stop_all();
+        self.names.stop_all();
         if let Ok(mut tasks) = self.tasks.lock() {
             for (_, task) in tasks.drain() {
                 task.handle.abort();
@@ -121,11 +150,12 @@ impl HealthRegistry {
 
 async fn run_checks(
     pool: String,
-    server: Arc<UpstreamServer>,
+    (server, peer): (Arc<UpstreamServer>, HttpPeer),
     check: HealthCheck,
-    metrics: Arc<Metrics>,
-    webhooks: Arc<Webhooks>,
+    (metrics, webhooks): (Arc<Metrics>, Arc<Webhooks>),
+    prober: Arc<Prober>,
 ) {
+    let host = server.authority();
     // Spread the first checks over one interval so a hundred servers do not fire at once.
     tokio::time::sleep(jittered(check.interval, 0.0, 1.0)).await;
     let ok_counter = metrics
@@ -135,7 +165,7 @@ async fn run_checks(
         .health_checks
         .with_label_values(&[&pool, &server.label, "fail"]);
     loop {
-        let result = probe(server.addr, &check).await;
+        let result = prober.probe(&peer, &host, &check).await;
         match &result {
             Ok(()) => ok_counter.inc(),
             Err(reason) => {
@@ -168,6 +198,8 @@ pub(super) fn jittered(base: Duration, low: f64, high: f64) -> Duration {
 impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut generations = self.snapshots.subscribe();
+        let resolved = self.registry.names.changed();
+        self.registry.names.apply(&self.snapshots);
         self.registry.apply(&self.snapshots.load());
         loop {
             tokio::select! {
@@ -175,8 +207,11 @@ impl BackgroundService for HealthService {
                     if changed.is_err() {
                         break;
                     }
+                    self.registry.names.apply(&self.snapshots);
                     self.registry.apply(&self.snapshots.load());
                 }
+                // A host name's addresses changed a pool's servers.
+                () = resolved.notified() => self.registry.apply(&self.snapshots.load()),
                 _ = shutdown.changed() => break,
             }
         }
@@ -213,7 +248,7 @@ health = { check = "tcp", interval = "1h" }
         registry.apply(&first);
         assert_eq!(registry.task_count(), 3);
         // Take a server down, as three failed checks would.
-        let a1 = Arc::clone(&first.pools[0].servers[0]);
+        let a1 = Arc::clone(&first.pools[0].servers.load()[0]);
         for _ in 0..3 {
             a1.health.record(false, 2, 3);
         }
@@ -222,7 +257,7 @@ health = { check = "tcp", interval = "1h" }
         let second = snapshot(TWO_POOLS, 2, Some(&first));
         registry.apply(&second);
         assert_eq!(registry.task_count(), 3);
-        assert!(Arc::ptr_eq(&second.pools[0].servers[0], &a1));
+        assert!(Arc::ptr_eq(&second.pools[0].servers.load()[0], &a1));
         assert_eq!(a1.health.get(), super::super::health::Health::Down);
 
         // Drop a server and pool b's check: their tasks stop.
@@ -234,7 +269,7 @@ health = { check = "tcp", interval = "1h" }
         registry.apply(&third);
         assert_eq!(registry.task_count(), 1);
         assert_eq!(
-            third.pools[0].servers[0].health.get(),
+            third.pools[0].servers.load()[0].health.get(),
             super::super::health::Health::Down
         );
     }

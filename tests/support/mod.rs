@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod dns_client;
+pub mod dns_server;
 pub mod etcd;
 pub mod handover;
 pub mod http1;
