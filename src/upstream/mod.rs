@@ -182,7 +182,7 @@ impl ServerList {
     }
 }
 
-impl<'a> IntoIterator for &'a ServerList {
+impl IntoIterator for &ServerList {
     type Item = Arc<UpstreamServer>;
     type IntoIter = std::vec::IntoIter<Arc<UpstreamServer>>;
 
