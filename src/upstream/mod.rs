@@ -430,3 +430,108 @@ fn assemble(
     }
     servers
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use pingora::upstreams::peer::Peer;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn pool(text: &str, previous: Option<&Pool>) -> Pool {
+        let config = config::parse(text, "test.toml", Path::new("/")).unwrap();
+        Pool::new(&config.upstreams[0], previous)
+    }
+
+    fn labels(pool: &Pool) -> Vec<String> {
+        pool.servers
+            .load()
+            .iter()
+            .map(|s| s.label.clone())
+            .collect()
+    }
+
+    const NAMED: &str = r#"
+[upstreams.app]
+servers = ["10.0.0.1:80", "app.internal:80", "unix:/run/app.sock"]
+"#;
+
+    #[test]
+    fn a_name_stands_for_its_addresses_and_servers_that_stay_keep_their_state() {
+        let first = pool(NAMED, None);
+        let name = HostPort {
+            host: "app.internal".to_owned(),
+            port: 80,
+        };
+        assert_eq!(labels(&first), ["10.0.0.1:80", "unix:/run/app.sock"]);
+        let at = |last: u8| SocketAddr::from(([10, 0, 1, last], 80));
+        assert!(first.set_resolved(&name, &[at(1), at(2)]));
+        assert!(!first.set_resolved(&name, &[at(1), at(2)]), "same answer");
+        assert_eq!(
+            labels(&first),
+            [
+                "10.0.0.1:80",
+                "10.0.1.1:80",
+                "10.0.1.2:80",
+                "unix:/run/app.sock"
+            ]
+        );
+        let stays = Arc::clone(&first.servers.load()[2]);
+        stays
+            .passive
+            .record_failure(1, Duration::from_secs(60), true);
+        assert!(first.set_resolved(&name, &[at(2), at(3)]));
+        assert!(Arc::ptr_eq(&first.servers.load()[1], &stays));
+        assert!(stays.passive.is_ejected(), "state kept across answers");
+        assert_eq!(
+            labels(&first),
+            [
+                "10.0.0.1:80",
+                "10.0.1.2:80",
+                "10.0.1.3:80",
+                "unix:/run/app.sock"
+            ]
+        );
+
+        // A reload keeps the answer and the servers.
+        let second = pool(NAMED, Some(&first));
+        assert_eq!(labels(&second), labels(&first));
+        assert!(Arc::ptr_eq(&second.servers.load()[1], &stays));
+        // An address the name shares with a listed one is one server.
+        assert!(second.set_resolved(&name, &[SocketAddr::from(([10, 0, 0, 1], 80))]));
+        assert_eq!(labels(&second), ["10.0.0.1:80", "unix:/run/app.sock"]);
+    }
+
+    #[test]
+    fn the_name_tls_verifies_is_sni_else_the_host_name_else_the_address() {
+        let with = |tls: &str| pool(&format!("{NAMED}tls = {tls}\n"), None);
+        let name = HostPort {
+            host: "app.internal".to_owned(),
+            port: 80,
+        };
+        let resolved = SocketAddr::from(([10, 0, 1, 1], 80));
+        let plain = pool(NAMED, None);
+        plain.set_resolved(&name, &[resolved]);
+        let servers = plain.servers.load();
+        let peer = plain.peer(&servers[0]).unwrap();
+        assert!(!peer.tls() && peer.sni().is_empty());
+
+        let named = with("{ sni = \"api.internal\", verify = false }");
+        named.set_resolved(&name, &[resolved]);
+        for server in named.servers.load().iter() {
+            let peer = named.peer(server).unwrap();
+            assert!(peer.tls() && !peer.verify_cert());
+            assert_eq!(peer.sni(), "api.internal");
+        }
+
+        let defaults = with("{ verify = false }");
+        defaults.set_resolved(&name, &[resolved]);
+        let servers = defaults.servers.load();
+        let snis: Vec<String> = servers
+            .iter()
+            .map(|s| defaults.peer(s).unwrap().sni().to_owned())
+            .collect();
+        assert_eq!(snis, ["10.0.0.1", "app.internal", ""]);
+    }
+}

@@ -273,4 +273,31 @@ health = { check = "tcp", interval = "1h" }
             super::super::health::Health::Down
         );
     }
+
+    #[tokio::test]
+    async fn a_host_name_has_one_resolver_task_whatever_the_pools_and_reloads() {
+        let text = r#"
+[resolver]
+nameservers = ["127.0.0.1:9"]
+[upstreams.a]
+servers = ["app.internal:80"]
+[upstreams.b]
+servers = ["app.internal:80", "other.internal:80"]
+"#;
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let registry =
+            HealthRegistry::new(Arc::clone(&metrics), Arc::new(Webhooks::disabled(metrics)));
+        let cell = Arc::new(SnapshotCell::new(snapshot(text, 1, None)));
+        registry.names.apply(&cell);
+        assert_eq!(registry.names.task_count(), 2, "one task per name");
+        cell.publish(snapshot(text, 2, Some(&cell.load())));
+        registry.names.apply(&cell);
+        assert_eq!(registry.names.task_count(), 2, "a reload starts none");
+        let fewer = text.replace(", \"other.internal:80\"", "");
+        cell.publish(snapshot(&fewer, 3, Some(&cell.load())));
+        registry.names.apply(&cell);
+        assert_eq!(registry.names.task_count(), 1, "a name no pool lists stops");
+        registry.stop_all();
+        assert_eq!(registry.names.task_count(), 0);
+    }
 }
