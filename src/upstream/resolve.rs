@@ -44,7 +44,9 @@ struct NameTask {
 
 /// What one task needs besides its name.
 struct Context {
-    resolver: Result<TokioResolver, String>,
+    /// Built at the first resolution that needs it, and again after a failed build (say,
+    /// /etc/resolv.conf was missing at start): shared by the tasks of one settings.
+    resolver: Mutex<Option<TokioResolver>>,
     settings: ResolverConfig,
     snapshots: Arc<SnapshotCell>,
     metrics: Arc<Metrics>,
@@ -124,7 +126,7 @@ impl NameRegistry {
             return;
         }
         let context = Arc::new(Context {
-            resolver: build_resolver(settings),
+            resolver: Mutex::new(None),
             settings: settings.clone(),
             snapshots: Arc::clone(snapshots),
             metrics: Arc::clone(&self.metrics),
@@ -192,7 +194,7 @@ async fn follow(name: HostPort, context: Arc<Context>, last: Arc<Mutex<Option<Ve
     let settings = &context.settings;
     let mut failures: u32 = 0;
     loop {
-        let wait = match resolve(&context.resolver, &name).await {
+        let wait = match resolve(&context, &name).await {
             Ok((addresses, ttl)) => {
                 ok.inc();
                 failures = 0;
@@ -225,10 +227,19 @@ async fn follow(name: HostPort, context: Arc<Context>, last: Arc<Mutex<Option<Ve
 /// answer without addresses counts as a failure: keeping the last servers (which health
 /// checks still judge) beats a pool with none.
 async fn resolve(
-    resolver: &Result<TokioResolver, String>,
+    context: &Context,
     name: &HostPort,
 ) -> Result<(Vec<SocketAddr>, Duration), String> {
-    let resolver = resolver.as_ref().map_err(Clone::clone)?;
+    let resolver = {
+        let mut shared = context
+            .resolver
+            .lock()
+            .map_err(|_| "resolver lock poisoned".to_owned())?;
+        match shared.as_ref() {
+            Some(resolver) => resolver.clone(),
+            None => shared.insert(build_resolver(&context.settings)?).clone(),
+        }
+    };
     let lookup = resolver
         .lookup_ip(name.host.as_str())
         .await
