@@ -15,6 +15,7 @@ mod http_limits;
 mod rate_limit;
 mod raw;
 mod route;
+mod site;
 mod tls;
 mod units;
 mod upstream;
@@ -226,6 +227,43 @@ pub enum RouteAction {
         upstream: usize,
     },
     Redirect(Redirect),
+    /// Files under a directory (nginx `root`).
+    Static(StaticSite),
+    /// PHP scripts under a directory, run by a FastCGI server such as PHP-FPM (nginx
+    /// `fastcgi_pass` with `try_files $uri $uri/ /index.php?$query_string`).
+    FastCgi(FastCgiSite),
+}
+
+/// `static = { root, index }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticSite {
+    /// The directory the request path is looked up in.
+    pub root: PathBuf,
+    /// The file served for a directory. Default: `index.html`.
+    pub index: String,
+}
+
+/// `fastcgi = { server, root, index, front_controller, timeout }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastCgiSite {
+    pub server: FastCgiServer,
+    /// `DOCUMENT_ROOT`: scripts and static files are looked up here.
+    pub root: PathBuf,
+    /// The script run for a directory. Default: `index.php`.
+    pub index: String,
+    /// The script run for a path that names no file (nginx `try_files` fallback), such as
+    /// `/index.php`; `None` answers 404 instead. Default: none.
+    pub front_controller: Option<String>,
+    /// How long connecting, and each wait for the server's next output, may take (nginx
+    /// `fastcgi_connect_timeout` / `fastcgi_read_timeout`). Default: 60s.
+    pub timeout: Duration,
+}
+
+/// Where the FastCGI server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FastCgiServer {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

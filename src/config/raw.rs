@@ -278,6 +278,9 @@ pub struct RawRoute {
     pub strip_prefix: Option<Spanned<bool>>,
     pub upstream: Option<Spanned<String>>,
     pub redirect: Option<Spanned<RawRedirect>>,
+    #[serde(rename = "static")]
+    pub static_site: Option<Spanned<RawStaticSite>>,
+    pub fastcgi: Option<Spanned<RawFastCgi>>,
     pub fallback: Option<Spanned<RawFallback>>,
     pub max_body_size: Option<Spanned<String>>,
     pub request_buffering: Option<Spanned<bool>>,
@@ -290,6 +293,25 @@ pub struct RawRedirect {
     pub to: Spanned<String>,
     pub code: Option<Spanned<i64>>,
     pub keep_path: Option<bool>,
+}
+
+/// `static = { root, index }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaticSite {
+    pub root: Spanned<String>,
+    pub index: Option<Spanned<String>>,
+}
+
+/// `fastcgi = { server, root, index, front_controller, timeout }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFastCgi {
+    pub server: Spanned<String>,
+    pub root: Spanned<String>,
+    pub index: Option<Spanned<String>>,
+    pub front_controller: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -191,7 +191,7 @@ fn passive(
 }
 
 /// `IP:PORT`, `[v6]:PORT`, or `localhost:PORT` (what nginx configs usually say).
-fn parse_server_addr(text: &str) -> Option<SocketAddr> {
+pub(super) fn parse_server_addr(text: &str) -> Option<SocketAddr> {
     if let Some(port) = text.strip_prefix("localhost:") {
         return port
             .parse()

@@ -7,6 +7,7 @@
 
 pub mod connections;
 mod failure;
+mod fastcgi;
 pub mod forwarded;
 pub mod node_health;
 pub mod region_fallback;
@@ -16,6 +17,7 @@ mod responses;
 pub mod route_table;
 mod routing;
 mod static_fallback;
+mod static_site;
 
 use std::any::Any;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -122,7 +124,9 @@ impl HeadlandProxy {
         match (&route.target, &route.fallback, ctx.on_fallback_pool) {
             (RouteTarget::Proxy(_), Some(RouteFallback::Pool(fallback)), true) => Some(fallback),
             (RouteTarget::Proxy(pool), _, _) => Some(pool),
-            (RouteTarget::Redirect(_), _, _) => None,
+            (RouteTarget::Redirect(_) | RouteTarget::Static(_) | RouteTarget::FastCgi(_), _, _) => {
+                None
+            }
         }
     }
 
@@ -511,7 +515,10 @@ impl ProxyHttp for HeadlandProxy {
         let route = self.route(ctx);
         let pool = self.pool(ctx);
         let route_name = route.map_or(metrics::NONE, |r| r.name.as_str());
-        let pool_name = pool.map_or(metrics::NONE, |p| p.name.as_str());
+        let pool_name = pool
+            .map(|p| p.name.as_str())
+            .or_else(|| route.and_then(|r| r.target.label()))
+            .unwrap_or(metrics::NONE);
         let status = session.response_written().map(|r| r.status);
         let elapsed = ctx.started.elapsed();
         // Every request is counted, those answered before routing (400, 404) under an empty
@@ -539,7 +546,9 @@ impl ProxyHttp for HeadlandProxy {
             bytes: session.body_bytes_sent(),
             duration_ms: access_log::millis(elapsed),
             route: route.map(|r| r.name.as_str()),
-            upstream: pool.map(|p| p.name.as_str()),
+            upstream: pool
+                .map(|p| p.name.as_str())
+                .or_else(|| route.and_then(|r| r.target.label())),
             server: ctx.in_flight.as_ref().map(|f| f.server().label.as_str()),
             request_id: forwarded::request_id_str(&ctx.request_id),
         });

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Fallback, HostPattern, Redirect, RouteAction, RouteConfig};
+use crate::config::{
+    Fallback, FastCgiSite, HostPattern, Redirect, RouteAction, RouteConfig, StaticSite,
+};
 use crate::ratelimit::Limiter;
 use crate::upstream::Pool;
 
@@ -42,6 +44,10 @@ pub enum RouteFallback {
 pub enum RouteTarget {
     Proxy(Arc<Pool>),
     Redirect(Redirect),
+    /// Its root canonicalized, so that files can be checked to lie under it.
+    Static(StaticSite),
+    /// Its root canonicalized, as for `Static`.
+    FastCgi(FastCgiSite),
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +81,14 @@ impl RouteTable {
                     None => continue,
                 },
                 RouteAction::Redirect(redirect) => RouteTarget::Redirect(redirect.clone()),
+                RouteAction::Static(site) => RouteTarget::Static(StaticSite {
+                    root: canonical_root(&site.root),
+                    ..site.clone()
+                }),
+                RouteAction::FastCgi(site) => RouteTarget::FastCgi(FastCgiSite {
+                    root: canonical_root(&site.root),
+                    ..site.clone()
+                }),
             };
             let index = table.routes.len();
             table.routes.push(Route {
@@ -135,6 +149,25 @@ impl RouteTable {
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
+}
+
+// === impl RouteTarget ===
+
+impl RouteTarget {
+    /// The `upstream` label of metrics and access log lines for targets without a pool.
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            RouteTarget::Static(_) => Some("static"),
+            RouteTarget::FastCgi(_) => Some("fastcgi"),
+            RouteTarget::Proxy(_) | RouteTarget::Redirect(_) => None,
+        }
+    }
+}
+
+/// A site root with symlinks resolved; as configured while it does not exist yet (every
+/// file is then missing, and a reload after it appears picks the real path up).
+fn canonical_root(root: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf())
 }
 
 // === impl PathTable ===

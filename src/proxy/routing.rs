@@ -14,8 +14,8 @@ use pingora::{Error, ErrorType, Result};
 use super::request_body::{BufferError, BufferedBody};
 use super::route_table::{Route, RouteFallback, RouteTarget};
 use super::{
-    failure, forwarded, node_health, request_limits, responses, static_fallback, HeadlandProxy,
-    RequestCtx,
+    failure, fastcgi, forwarded, node_health, request_limits, responses, static_fallback,
+    static_site, HeadlandProxy, RequestCtx,
 };
 use crate::acme::challenge::HTTP01_PREFIX;
 use crate::host::normalize_authority;
@@ -177,6 +177,16 @@ impl HeadlandProxy {
                     &[("location", &location)],
                 )
                 .await?;
+                return Ok(true);
+            }
+            RouteTarget::Static(site) => {
+                let path = route_path.to_owned();
+                static_site::serve(session, &ctx.request_id, route, site, &path).await?;
+                return Ok(true);
+            }
+            RouteTarget::FastCgi(site) => {
+                let path = route_path.to_owned();
+                fastcgi::serve(session, ctx, route, site, &path).await?;
                 return Ok(true);
             }
             RouteTarget::Proxy(pool) => pool,
