@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod handover;
 pub mod http1;
 pub mod pebble;
+pub mod php_fpm;
 pub mod ports;
 pub mod recorder;
 pub mod servers;
