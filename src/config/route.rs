@@ -92,7 +92,8 @@ fn route(
         check_name(name, "route", sink);
     }
     let strip_prefix = raw.strip_prefix.as_ref().is_some_and(|s| *s.get_ref());
-    let strip_root = raw.redirect.is_none() && path.as_deref() == Some("/");
+    let strip_root =
+        (raw.upstream.is_some() || raw.static_site.is_some()) && path.as_deref() == Some("/");
     if let (Some(flag), true) = (&raw.strip_prefix, strip_root) {
         if *flag.get_ref() {
             sink.at(

@@ -138,7 +138,8 @@ pub(super) async fn find(root: &Path, url_path: &str) -> Found {
         return Found::Missing;
     }
     match tokio::fs::metadata(&canonical).await {
-        Ok(meta) if meta.is_file() => Found::File(canonical),
+        // `/file.txt/` names a directory that does not exist (nginx: ENOTDIR, 404).
+        Ok(meta) if meta.is_file() && !url_path.ends_with('/') => Found::File(canonical),
         Ok(meta) if meta.is_dir() => Found::Directory(canonical),
         _ => Found::Missing,
     }
