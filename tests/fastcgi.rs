@@ -213,3 +213,48 @@ async fn unreachable_or_slow_php_fpm_is_a_gateway_error() {
     ];
     assert_eq!(metrics.count("headland_http_requests_total", &file), 1.0);
 }
+
+/// Over TLS PHP sees `HTTPS=on`; behind a trusted proxy, `REMOTE_ADDR` is the client that
+/// proxy names, not the proxy.
+#[tokio::test(flavor = "multi_thread")]
+async fn php_sees_https_and_the_resolved_client() {
+    let Some(fpm) = PhpFpm::start() else { return };
+    let dir = support::scratch_dir();
+    let cert = rcgen::generate_simple_self_signed(vec!["cms.test".to_owned()]).unwrap();
+    std::fs::write(dir.join("cms.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("cms.key"), cert.signing_key.serialize_pem()).unwrap();
+    let https: std::net::SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
+    let body = format!(
+        r#"
+[client_ip]
+trusted_proxies = ["127.0.0.1"]
+
+[[certificates]]
+names = ["cms.test"]
+cert_file = "{dir}/cms.pem"
+key_file = "{dir}/cms.key"
+
+[[routes]]
+host = "cms.test"
+fastcgi = {{ server = "{tcp}", root = "{root}", front_controller = "/index.php" }}
+"#,
+        dir = dir.display(),
+        tcp = fpm.tcp,
+        root = fixture_root().display(),
+    );
+    let proxy = Headland::start_in(dir, &body, &format!("https = [\"{https}\"]"), "");
+    let roots = [cert.cert.der().clone()];
+    let (mut stream, _, _) =
+        support::tls_client::handshake(https, "cms.test", &roots, &[b"http/1.1"])
+            .await
+            .unwrap();
+    let raw = "GET /anything HTTP/1.1\r\nHost: cms.test\r\nX-Forwarded-For: 198.51.100.7\r\n\
+               X-Test: yes\r\nConnection: close\r\n\r\n";
+    let page = support::tls_client::https_request(&mut stream, raw).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let report = page.json();
+    assert_eq!(report["https"], "on");
+    assert_eq!(report["remote_addr"], "198.51.100.7");
+    assert_eq!(report["http_x_test"], "yes");
+    drop(proxy);
+}
