@@ -78,9 +78,7 @@ fn stream_entry(
             None
         }
         Some(name) => Some(name.get_ref().clone()),
-        None => sni
-            .clone()
-            .or_else(|| listen.map(|addr| addr.to_string())),
+        None => sni.clone().or_else(|| listen.map(|addr| addr.to_string())),
     };
     let scope = Scope::new(format!(
         "stream \"{}\": ",
@@ -180,9 +178,11 @@ fn check_listen(stream: &Parsed, listen: &ListenConfig, sink: &mut ErrorSink<'_>
 /// Different addresses that would bind the same port are refused as well.
 fn check_sharing(stream: &Parsed, earlier: &[Parsed], sink: &mut ErrorSink<'_>) {
     let this = &stream.config;
-    if let Some(other) = earlier.iter().map(|p| &p.config).find(|other| {
-        other.listen != this.listen && overlaps(this.listen, other.listen)
-    }) {
+    if let Some(other) = earlier
+        .iter()
+        .map(|p| &p.config)
+        .find(|other| other.listen != this.listen && overlaps(this.listen, other.listen))
+    {
         sink.at(
             stream.listen_span.clone(),
             format!(
@@ -192,11 +192,9 @@ fn check_sharing(stream: &Parsed, earlier: &[Parsed], sink: &mut ErrorSink<'_>) 
         );
         return;
     }
-    let Some(other) = earlier
-        .iter()
-        .map(|p| &p.config)
-        .find(|other| other.listen == this.listen && (other.sni.is_none() || other.sni == this.sni))
-    else {
+    let Some(other) = earlier.iter().map(|p| &p.config).find(|other| {
+        other.listen == this.listen && (other.sni.is_none() || other.sni == this.sni)
+    }) else {
         if this.sni.is_none() && earlier.iter().any(|p| p.config.listen == this.listen) {
             sink.at(
                 stream.listen_span.clone(),
@@ -264,8 +262,16 @@ mod tests {
             stream("sni = \"b.test\"")
         );
         assert_eq!(errors(&ok), "");
-        let twice = format!("{}{}", stream("sni = \"a.test\""), stream("sni = \"A.test\""));
-        assert!(errors(&twice).contains("is stream \"a.test\"'s already"), "{}", errors(&twice));
+        let twice = format!(
+            "{}{}",
+            stream("sni = \"a.test\""),
+            stream("sni = \"A.test\"")
+        );
+        assert!(
+            errors(&twice).contains("is stream \"a.test\"'s already"),
+            "{}",
+            errors(&twice)
+        );
         let mixed = format!("{}{}", stream("sni = \"a.test\""), stream("name = \"x\""));
         assert!(errors(&mixed).contains("needs sni"), "{}", errors(&mixed));
         let overlapping = "[[streams]]\nlisten = \"0.0.0.0:5433\"\nupstream = \"db\"\n[[streams]]\nlisten = \"127.0.0.1:5433\"\nupstream = \"db\"\n";
@@ -275,7 +281,9 @@ mod tests {
     #[test]
     fn sni_must_be_a_host_name() {
         for bad in ["10.0.0.1", "*.example.com", "a..b", "-a.test", ""] {
-            let body = format!("[[streams]]\nlisten = \"0.0.0.0:5433\"\nupstream = \"db\"\nsni = \"{bad}\"\n");
+            let body = format!(
+                "[[streams]]\nlisten = \"0.0.0.0:5433\"\nupstream = \"db\"\nsni = \"{bad}\"\n"
+            );
             assert!(errors(&body).contains("is not a host name"), "{bad}");
         }
     }
