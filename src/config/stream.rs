@@ -38,6 +38,8 @@ pub struct StreamConfig {
 struct Parsed {
     config: StreamConfig,
     listen_span: Range<usize>,
+    /// The name if written, else the listen address it defaults from.
+    name_span: Range<usize>,
     sni_span: Option<Range<usize>>,
 }
 
@@ -54,10 +56,20 @@ pub(super) fn streams(
     for (i, stream) in parsed.iter().enumerate() {
         check_listen(stream, listen, sink);
         let earlier = &parsed[..i];
-        if earlier.iter().any(|s| s.config.name == stream.config.name) {
+        // The same sni on the same address is reported below, and names it already.
+        let same_route = |other: &Parsed| {
+            other.config.listen == stream.config.listen && other.config.sni == stream.config.sni
+        };
+        let named_twice = earlier
+            .iter()
+            .any(|other| other.config.name == stream.config.name && !same_route(other));
+        if named_twice {
             sink.at(
-                stream.listen_span.clone(),
-                format!("stream name \"{}\" is used twice", stream.config.name),
+                stream.name_span.clone(),
+                format!(
+                    "stream name \"{}\" is used twice (set name to tell the streams apart in logs and metrics)",
+                    stream.config.name
+                ),
             );
         }
         check_sharing(stream, earlier, sink);
@@ -91,7 +103,7 @@ fn stream_entry(
         IDLE_TIMEOUT_LIMITS,
         sink,
     );
-    let upstream = upstream_index(&raw.upstream, upstreams, sink);
+    let upstream = upstream_index(&scope, &raw.upstream, upstreams, sink);
     Some(Parsed {
         config: StreamConfig {
             name: name?,
@@ -101,11 +113,13 @@ fn stream_entry(
             idle_timeout,
         },
         listen_span: raw.listen.span(),
+        name_span: raw.name.as_ref().map_or(raw.listen.span(), Spanned::span),
         sni_span: raw.sni.as_ref().map(Spanned::span),
     })
 }
 
 fn upstream_index(
+    scope: &Scope,
     name: &Spanned<String>,
     upstreams: &[UpstreamConfig],
     sink: &mut ErrorSink<'_>,
@@ -115,7 +129,8 @@ fn upstream_index(
         return Some(index);
     }
     let hint = suggestion(wanted, upstreams.iter().map(|u| u.name.as_str()));
-    sink.at(name.span(), format!("unknown upstream \"{wanted}\"{hint}"));
+    let message = format!("{} \"{wanted}\" is unknown{hint}", scope.name("upstream"));
+    sink.at(name.span(), message);
     None
 }
 
