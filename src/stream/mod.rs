@@ -13,11 +13,13 @@ mod relay;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
@@ -114,7 +116,11 @@ pub fn service(addrs: &[SocketAddr], app: StreamProxy) -> Option<Service<StreamP
     let mut service = Service::new("headland streams".to_owned(), app);
     for addr in addrs {
         // The address as text is also the key under which an upgrade hands the socket over.
-        service.add_tcp(&addr.to_string());
+        // No read buffer of Pingora's in front: the relay reads into its own (8 KiB each
+        // way), and Pingora's 64 KiB per connection would only add a copy of every byte.
+        let listener =
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::default().read(0));
+        service.add_listener(listener);
     }
     Some(service)
 }
@@ -136,54 +142,47 @@ impl StreamProxy {
         }
     }
 
+    /// Picks the stream, connects to its pool and relays until the connection ends.
     async fn serve(
         &self,
         snapshot: &Snapshot,
         client: &mut Stream,
         conn: &mut Connection,
     ) -> Outcome {
-        let here: Vec<&StreamConfig> = snapshot
-            .config
-            .streams
-            .iter()
-            .filter(|s| conn.local.is_some_and(|local| arrives_on(s.listen, local)))
-            .collect();
-        let (stream, peeked) = if here.iter().any(|s| s.sni.is_some()) {
-            let peeked = match client_hello::read(client).await {
-                Ok(peeked) => peeked,
-                Err(error) => {
-                    tracing::debug!(%error, client = ?conn.client_ip, "stream: no ClientHello");
-                    return Outcome::BadClientHello;
-                }
-            };
-            conn.sni.clone_from(&peeked.server_name);
-            let wanted = peeked.server_name.as_deref();
-            let Some(stream) = here.iter().find(|s| s.sni.as_deref() == wanted) else {
-                return Outcome::NoStream;
-            };
-            (*stream, peeked.bytes)
-        } else {
-            let Some(stream) = here.first() else {
-                return Outcome::NoStream;
-            };
-            (*stream, Vec::new())
+        let (stream, peeked) = match pick(snapshot, client, conn).await {
+            Ok(picked) => picked,
+            Err(outcome) => return outcome,
         };
         conn.stream = Some(stream.name.clone());
         let Some(pool) = snapshot.pools.get(stream.upstream) else {
             return Outcome::NoServer;
         };
         conn.upstream = Some(pool.name.clone());
-        let _active = ActiveGuard::new(
-            self.metrics
-                .streams
-                .active
-                .with_label_values(&[&stream.name]),
-        );
+        let active = self
+            .metrics
+            .streams
+            .active
+            .with_label_values(&[&stream.name]);
+        let _active = ActiveGuard::new(active);
+        // Held to the end: `least_conn` counts this connection on its server meanwhile.
         let Some((mut upstream, in_flight)) = self.connect(pool, conn.client_ip).await else {
             return Outcome::NoServer;
         };
         conn.server = Some(in_flight.server().label.clone());
-        if let Err(error) = upstream.write_all(&peeked).await {
+        self.carry(stream, client, &mut upstream, &peeked, conn)
+            .await
+    }
+
+    /// Replays `peeked` to the upstream, then relays both ways.
+    async fn carry(
+        &self,
+        stream: &StreamConfig,
+        client: &mut Stream,
+        upstream: &mut TcpStream,
+        peeked: &[u8],
+        conn: &Connection,
+    ) -> Outcome {
+        if let Err(error) = upstream.write_all(peeked).await {
             tracing::debug!(%error, stream = %stream.name, "stream: cannot replay the ClientHello");
             return Outcome::Error;
         }
@@ -193,12 +192,12 @@ impl StreamProxy {
             received: bytes.with_label_values(&[&stream.name, "received"]),
             sent: bytes.with_label_values(&[&stream.name, "sent"]),
         };
-        // The ClientHello went upstream; count it as received from the client.
+        // The ClientHello went upstream too: it counts as received from the client.
         meters.received.inc_by(peeked.len() as u64);
         conn.traffic
             .received
-            .fetch_add(peeked.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        match relay::relay(client, &mut upstream, stream.idle_timeout, meters).await {
+            .fetch_add(peeked.len() as u64, Ordering::Relaxed);
+        match relay::relay(client, upstream, stream.idle_timeout, meters).await {
             End::Closed => Outcome::Closed,
             End::IdleTimeout => Outcome::IdleTimeout,
             End::Failed(error) => {
@@ -265,9 +264,7 @@ impl StreamProxy {
             return;
         }
         let traffic = &conn.traffic;
-        let load = |counter: &std::sync::atomic::AtomicU64| {
-            counter.load(std::sync::atomic::Ordering::Relaxed)
-        };
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         self.access_log.write(&StreamRecord {
             time: access_log::timestamp(started.0),
             client_ip: conn.client_ip,
@@ -312,6 +309,39 @@ impl ServerApp for StreamProxy {
         self.finish(&conn, outcome, started);
         None
     }
+}
+
+/// The stream `conn` is for, among those listening where it arrived: the only one, or the
+/// one its ClientHello names. Returns the bytes read to find out, which the upstream must
+/// get first.
+async fn pick<'s>(
+    snapshot: &'s Snapshot,
+    client: &mut Stream,
+    conn: &mut Connection,
+) -> Result<(&'s StreamConfig, Vec<u8>), Outcome> {
+    let here: Vec<&StreamConfig> = snapshot
+        .config
+        .streams
+        .iter()
+        .filter(|s| conn.local.is_some_and(|local| arrives_on(s.listen, local)))
+        .collect();
+    if !here.iter().any(|s| s.sni.is_some()) {
+        // Validation allows one stream without sni per address.
+        return here
+            .first()
+            .map(|s| (*s, Vec::new()))
+            .ok_or(Outcome::NoStream);
+    }
+    let peeked = client_hello::read(client).await.map_err(|error| {
+        tracing::debug!(%error, client = ?conn.client_ip, "stream: no ClientHello");
+        Outcome::BadClientHello
+    })?;
+    conn.sni.clone_from(&peeked.server_name);
+    let wanted = peeked.server_name.as_deref();
+    here.into_iter()
+        .find(|s| s.sni.as_deref() == wanted)
+        .map(|s| (s, peeked.bytes))
+        .ok_or(Outcome::NoStream)
 }
 
 /// Whether a connection accepted on `local` belongs to a stream listening on `listen`: the
