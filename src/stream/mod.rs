@@ -71,6 +71,7 @@ pub enum Outcome {
 pub struct StreamRecord<'a> {
     pub time: String,
     pub client_ip: Option<IpAddr>,
+    /// The address the client connected to (a wildcard listener's concrete address).
     pub listen: Option<SocketAddr>,
     pub stream: Option<&'a str>,
     pub sni: Option<&'a str>,
