@@ -260,3 +260,23 @@ async fn an_open_stream_outlives_a_binary_upgrade() {
     );
     assert_eq!(round_trip(listen, b"still").await, b"still");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_connection_is_closed_after_the_idle_timeout() {
+    let echo = echo().await;
+    let listen = stream_addr();
+    let headland = Headland::start(&format!(
+        "[upstreams.echo]\nservers = [\"{echo}\"]\n\n[[streams]]\nname = \"quiet\"\nlisten = \"{listen}\"\nupstream = \"echo\"\nidle_timeout = \"1s\"\n"
+    ));
+    let mut client = TcpStream::connect(listen).await.unwrap();
+    client.write_all(b"hi").await.unwrap();
+    let mut answer = [0u8; 2];
+    client.read_exact(&mut answer).await.unwrap();
+    // Then silence: Headland closes the connection (the bound only matters if it never does).
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok_and(|read| read.is_ok()), "closed by Headland");
+    let labels = [("stream", "quiet"), ("result", "idle_timeout")];
+    let count = wait_metric(&headland, "headland_stream_connections_total", &labels, 1.0).await;
+    assert_eq!(count, 1.0);
+}
