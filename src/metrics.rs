@@ -34,6 +34,8 @@ pub const HTTP_BODIES_BUFFERED: &str = "headland_http_request_bodies_buffered_to
 pub const STREAM_CONNECTIONS: &str = "headland_stream_connections_total";
 pub const STREAM_BYTES: &str = "headland_stream_bytes_total";
 pub const STREAM_ACTIVE: &str = "headland_stream_connections_active";
+pub const ACCESS_DENIED: &str = "headland_access_denied_total";
+pub const FORWARD_AUTH_ERRORS: &str = "headland_forward_auth_errors_total";
 
 /// The `limit` label of `headland_http_limit_rejections_total`: every client-side limit,
 /// exported from the start so that a rate alert sees the first rejection.
@@ -82,6 +84,11 @@ pub struct Metrics {
     pub dns_geo_answers: IntCounterVec,
     pub dns_rate_limited: IntCounterVec,
     pub limit_rejections: IntCounterVec,
+    /// By route and rule: `address` (403), `basic_auth` (401), `forward_auth` (the auth
+    /// service's refusal, passed through).
+    pub access_denied: IntCounterVec,
+    /// By route and reason: `unreachable` (502), `timeout` (504).
+    pub forward_auth_errors: IntCounterVec,
     pub connections: IntGauge,
     pub bodies_buffered: IntCounterVec,
     pub streams: StreamMetrics,
@@ -186,6 +193,16 @@ impl Metrics {
             "Requests or connections refused by a client-side limit (408, 414, 431, 400, or a close), by limit.",
             &["limit"],
         )?;
+        let access_denied = counter(
+            ACCESS_DENIED,
+            "Requests refused by a route's access rules before reaching the upstream, by route and rule (address, basic_auth, forward_auth).",
+            &["route", "rule"],
+        )?;
+        let forward_auth_errors = counter(
+            FORWARD_AUTH_ERRORS,
+            "Requests refused because the forward-auth service could not answer (unreachable: 502, timeout: 504), by route and reason.",
+            &["route", "reason"],
+        )?;
         let bodies_buffered = counter(
             HTTP_BODIES_BUFFERED,
             "Request bodies read whole before the upstream was contacted, by where they were kept (memory or file).",
@@ -274,6 +291,8 @@ impl Metrics {
             dns_geo_answers,
             dns_rate_limited,
             limit_rejections,
+            access_denied,
+            forward_auth_errors,
             connections,
             bodies_buffered,
             streams,
