@@ -31,6 +31,9 @@ pub const DNS_RATE_LIMITED: &str = "headland_dns_rate_limited_total";
 pub const HTTP_LIMIT_REJECTIONS: &str = "headland_http_limit_rejections_total";
 pub const HTTP_CONNECTIONS: &str = "headland_http_connections";
 pub const HTTP_BODIES_BUFFERED: &str = "headland_http_request_bodies_buffered_total";
+pub const STREAM_CONNECTIONS: &str = "headland_stream_connections_total";
+pub const STREAM_BYTES: &str = "headland_stream_bytes_total";
+pub const STREAM_ACTIVE: &str = "headland_stream_connections_active";
 pub const ACCESS_DENIED: &str = "headland_access_denied_total";
 pub const FORWARD_AUTH_ERRORS: &str = "headland_forward_auth_errors_total";
 
@@ -88,6 +91,7 @@ pub struct Metrics {
     pub forward_auth_errors: IntCounterVec,
     pub connections: IntGauge,
     pub bodies_buffered: IntCounterVec,
+    pub streams: StreamMetrics,
 }
 
 // === impl Metrics ===
@@ -262,6 +266,7 @@ impl Metrics {
         for storage in ["memory", "file"] {
             bodies_buffered.with_label_values(&[storage]);
         }
+        let streams = StreamMetrics::register(&registry)?;
         Ok(Self {
             registry,
             http_requests,
@@ -290,6 +295,7 @@ impl Metrics {
             forward_auth_errors,
             connections,
             bodies_buffered,
+            streams,
         })
     }
 
@@ -311,5 +317,45 @@ impl Metrics {
             tracing::warn!(%error, "cannot encode metrics");
         }
         out
+    }
+}
+
+/// `[[streams]]` connections: how they ended, the bytes they carried, how many are open.
+pub struct StreamMetrics {
+    pub connections: IntCounterVec,
+    pub bytes: IntCounterVec,
+    pub active: IntGaugeVec,
+}
+
+// === impl StreamMetrics ===
+
+impl StreamMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let connections = IntCounterVec::new(
+            Opts::new(
+                STREAM_CONNECTIONS,
+                "Stream connections ended, by stream (empty when none matched) and result: closed, idle_timeout, error (a reset), no_server (every server down or refused), no_stream (no stream for the address or SNI), bad_client_hello.",
+            ),
+            &["stream", "result"],
+        )?;
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                STREAM_BYTES,
+                "Bytes carried by streams, by stream and direction: received (from clients) or sent (to clients).",
+            ),
+            &["stream", "direction"],
+        )?;
+        let active = IntGaugeVec::new(
+            Opts::new(STREAM_ACTIVE, "Stream connections open now, by stream."),
+            &["stream"],
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(bytes.clone()))?;
+        registry.register(Box::new(active.clone()))?;
+        Ok(Self {
+            connections,
+            bytes,
+            active,
+        })
     }
 }

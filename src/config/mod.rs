@@ -17,6 +17,7 @@ mod http_limits;
 mod rate_limit;
 mod raw;
 mod route;
+mod stream;
 mod tls;
 mod units;
 mod upstream;
@@ -39,6 +40,7 @@ pub use headers::{Cors, CorsOrigins, HeaderRules};
 pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
 pub use http_limits::HttpLimits;
 pub use rate_limit::RateLimitConfig;
+pub use stream::StreamConfig;
 pub use tls::{StaticCertificate, TlsConfig};
 pub use webhook::{WebhookConfig, EVENT_NAMES};
 
@@ -72,6 +74,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// `[cluster]`: the etcd shared with the other nodes. Default: none (a node alone).
     pub cluster: Option<ClusterConfig>,
+    /// `[[streams]]`: TCP and TLS-passthrough proxying, in file order. Default: none.
+    pub streams: Vec<StreamConfig>,
 }
 
 /// Bytes that must never reach a log line or an error message.

@@ -40,6 +40,20 @@ pub struct RawConfig {
     #[serde(default)]
     pub dns: RawDns,
     pub cluster: Option<Spanned<RawCluster>>,
+    #[serde(default)]
+    pub streams: Vec<Spanned<RawStream>>,
+}
+
+/// `[[streams]]`: TCP connections on `listen` (picked by TLS SNI when `sni` is set) carried
+/// to a server of `upstream`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    pub name: Option<Spanned<String>>,
+    pub listen: Spanned<String>,
+    pub upstream: Spanned<String>,
+    pub sni: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
