@@ -4,18 +4,21 @@
 //! with its location at once. Nothing here panics, so a bad file during a reload only ever
 //! produces errors while the running configuration keeps serving.
 
+mod access;
 mod acme;
 mod cluster;
 mod dns;
 mod dns_rrl;
 mod error;
 mod field;
+mod headers;
 mod health;
 mod http_limits;
 mod rate_limit;
 mod raw;
 mod route;
 mod site;
+mod stream;
 mod tls;
 mod units;
 mod upstream;
@@ -29,13 +32,16 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
+pub use access::{AccessRules, BasicAuth, ForwardAuth};
 pub use acme::{AcmeChallenge, AcmeConfig};
 pub use cluster::{ClusterConfig, ClusterTls};
 pub use dns::{DnsConfig, RegionConfig, RegionProbe};
 pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
+pub use headers::{Cors, CorsOrigins, HeaderRules};
 pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
 pub use http_limits::HttpLimits;
 pub use rate_limit::RateLimitConfig;
+pub use stream::StreamConfig;
 pub use tls::{StaticCertificate, TlsConfig};
 pub use webhook::{WebhookConfig, EVENT_NAMES};
 
@@ -69,6 +75,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// `[cluster]`: the etcd shared with the other nodes. Default: none (a node alone).
     pub cluster: Option<ClusterConfig>,
+    /// `[[streams]]`: TCP and TLS-passthrough proxying, in file order. Default: none.
+    pub streams: Vec<StreamConfig>,
 }
 
 /// Bytes that must never reach a log line or an error message.
@@ -207,6 +215,14 @@ pub struct RouteConfig {
     pub request_buffering: bool,
     /// Index into `Config::rate_limits`. Default: none.
     pub rate_limit: Option<usize>,
+    /// `path` matches only itself, not what is below it (nginx `location =`). Default: false.
+    pub exact: bool,
+    /// Address lists, basic auth and forward-auth. Default: none (open).
+    pub access: AccessRules,
+    /// Request and response header changes, CORS. Default: none.
+    pub headers: HeaderRules,
+    /// Compress responses (gzip, brotli, zstd) for clients that accept it. Default: false.
+    pub compress: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

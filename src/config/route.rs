@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::error::ErrorSink;
 use super::field::{suggestion, Limits, Scope};
 use super::raw::{RawFallback, RawRedirect, RawRoute};
-use super::site;
+use super::{access, headers, site};
 use super::{
     Fallback, HostPattern, RateLimitConfig, Redirect, RouteAction, RouteConfig, UpstreamConfig,
 };
@@ -28,7 +28,7 @@ pub(super) fn routes(
     base_dir: &Path,
     sink: &mut ErrorSink<'_>,
 ) -> Vec<RouteConfig> {
-    let mut seen_places: HashMap<(HostPattern, String), usize> = HashMap::new();
+    let mut seen_places: HashMap<(HostPattern, String, bool), usize> = HashMap::new();
     let mut seen_names: HashMap<String, usize> = HashMap::new();
     let mut routes = Vec::with_capacity(raw.len());
     for spanned in raw {
@@ -36,7 +36,7 @@ pub(super) fn routes(
             continue;
         };
         let line = sink.line_of(spanned.span());
-        let place = (route.host.clone(), route.path.clone());
+        let place = (route.host.clone(), route.path.clone(), route.exact);
         if let Some(first) = seen_places.insert(place, line) {
             sink.at(
                 spanned.get_ref().host.span(),
@@ -129,12 +129,18 @@ fn route(
         }
         found
     });
+    let access = access::access_rules(&scope, raw, base_dir, sink);
+    let headers = headers::header_rules(&scope, raw, sink);
+    let exact = raw.exact.as_ref().is_some_and(|e| *e.get_ref());
+    let compress = raw.compress.as_ref().is_some_and(|c| *c.get_ref());
     if sink.len() > errors_before {
         return None;
     }
     let (host, path, action) = (host?, path?, action?);
     let name = match &raw.name {
         Some(name) => name.get_ref().clone(),
+        // Apart from the prefix route of the same path, which is named `{host}{path}`.
+        None if exact => format!("{host}={path}"),
         None => format!("{host}{path}"),
     };
     Some(RouteConfig {
@@ -147,6 +153,10 @@ fn route(
         max_body_size,
         request_buffering,
         rate_limit,
+        exact,
+        access,
+        headers,
+        compress,
     })
 }
 
@@ -190,15 +200,35 @@ fn action(
                 "max_body_size",
                 "request_buffering",
                 "fallback",
+                "request_headers",
+                "response_headers",
+                "cors",
+                "compress",
             ],
             "redirects",
         ),
         "static" => (
-            &["max_body_size", "request_buffering", "fallback"],
+            &[
+                "max_body_size",
+                "request_buffering",
+                "fallback",
+                "request_headers",
+                "response_headers",
+                "cors",
+                "compress",
+            ],
             "static sites",
         ),
         "fastcgi" => (
-            &["strip_prefix", "request_buffering", "fallback"],
+            &[
+                "strip_prefix",
+                "request_buffering",
+                "fallback",
+                "request_headers",
+                "response_headers",
+                "cors",
+                "compress",
+            ],
             "fastcgi",
         ),
         _ => (&[], ""),
@@ -214,6 +244,14 @@ fn action(
             .as_ref()
             .map(|s| (s.span(), "request_buffering")),
         raw.fallback.as_ref().map(|s| (s.span(), "fallback")),
+        raw.request_headers
+            .as_ref()
+            .map(|s| (s.span(), "request_headers")),
+        raw.response_headers
+            .as_ref()
+            .map(|s| (s.span(), "response_headers")),
+        raw.cors.as_ref().map(|s| (s.span(), "cors")),
+        raw.compress.as_ref().map(|s| (s.span(), "compress")),
     ];
     for (span, key) in present.into_iter().flatten() {
         if refused.contains(&key) {
