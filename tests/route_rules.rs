@@ -212,8 +212,9 @@ forward_auth = {{ url = "http://{silent_addr}/auth", timeout = "300ms" }}
         down = refused_addr(),
     ));
     let ask = |host: &str, extra: &str| {
+        // The service must judge the path routing sees, not `/public/../d/abc`.
         let raw = format!(
-            "GET /d/abc?orgId=1 HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+            "GET /public/../d/abc?orgId=1 HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
         );
         let addr = proxy.http;
         async move { request(addr, &raw).await }
@@ -223,7 +224,7 @@ forward_auth = {{ url = "http://{silent_addr}/auth", timeout = "300ms" }}
     // client claimed.
     let allowed = ask(
         "grafana.test",
-        "Cookie: session=good\r\nX-Auth-Request-User: mallory\r\n",
+        "Cookie: session=good\r\nX-Auth-Request-User: mallory\r\nX-Auth-Request_User: eve\r\nX-Original-URL: /public\r\nX-Real-IP: 10.0.0.1\r\n",
     )
     .await;
     assert_eq!(allowed.status, 200, "{}", allowed.text());
@@ -231,6 +232,11 @@ forward_auth = {{ url = "http://{silent_addr}/auth", timeout = "300ms" }}
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header("x-auth-request-user"), Some("alice"));
     assert_eq!(seen[0].header_count("x-auth-request-user"), 1);
+    assert_eq!(
+        seen[0].header("x-auth-request_user"),
+        None,
+        "underscore spelling removed"
+    );
     assert_eq!(
         seen[0].header("x-auth-request-email"),
         None,
@@ -247,6 +253,9 @@ forward_auth = {{ url = "http://{silent_addr}/auth", timeout = "300ms" }}
         "{judged}"
     );
     assert!(judged.contains("x-forwarded-method: get"), "{judged}");
+    // What only Headland may tell the service is not taken from the client.
+    assert!(!judged.contains("x-original-url"), "{judged}");
+    assert!(!judged.contains("x-real-ip"), "{judged}");
 
     // No session: the service's 401 and its body go back to the client.
     let refused = ask("grafana.test", "").await;

@@ -11,11 +11,14 @@ use toml::Spanned;
 
 use super::error::ErrorSink;
 use super::field::{Limits, Scope};
+use super::headers;
 use super::raw::{RawBasicAuth, RawForwardAuth, RawRoute};
 use super::upstream::TIMEOUT_LIMITS;
 
 /// An SSO answers from memory; past this the user is better served by a 504 than a hang.
 const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The highest bcrypt cost accepted in an htpasswd file.
+const MAX_BCRYPT_COST: u32 = 12;
 /// The realm browsers show in their login box.
 const DEFAULT_REALM: &str = "restricted";
 
@@ -166,6 +169,14 @@ fn parse_htpasswd(text: &str) -> Result<Vec<(String, String)>, String> {
                 "line {line_no}: user \"{user}\" does not have a bcrypt hash (create it with `htpasswd -B`)"
             ));
         }
+        // `$2y$10$…`: the cost is 2^10 rounds. Every wrong login pays it, so a cost past 12
+        // (about a quarter second) lets a few requests a second take a core.
+        let cost = hash.get(4..6).and_then(|c| c.parse::<u32>().ok());
+        if cost.is_none_or(|cost| cost > MAX_BCRYPT_COST) {
+            return Err(format!(
+                "line {line_no}: user \"{user}\" has a bcrypt cost over {MAX_BCRYPT_COST} (use `htpasswd -B -C 10`)"
+            ));
+        }
         if users.iter().any(|(known, _)| known == user) {
             return Err(format!("line {line_no}: user \"{user}\" is listed twice"));
         }
@@ -208,6 +219,19 @@ fn forward_auth(
         .iter()
         .flatten()
         .filter_map(|name| {
+            if let Ok(header) = HeaderName::from_bytes(name.get_ref().as_bytes()) {
+                if headers::is_framing(&header) {
+                    sink.at(
+                        name.span(),
+                        format!(
+                            "{}: \"{}\" frames the request and cannot be copied",
+                            scope.name("forward_auth copy_headers"),
+                            name.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+            }
             HeaderName::from_bytes(name.get_ref().as_bytes())
                 .map_err(|_| {
                     sink.at(
@@ -264,6 +288,10 @@ mod tests {
 
     #[test]
     fn htpasswd_refuses_weak_hashes_and_duplicates() {
+        let costly = HASH.replace("$05$", "$13$");
+        assert!(parse_htpasswd(&format!("alice:{costly}\n"))
+            .unwrap_err()
+            .contains("cost over 12"));
         let md5 = "alice:$apr1$x3bJmN0Q$PJeYQ8F5O0b3y6x2lb0qH/\n";
         assert!(parse_htpasswd(md5).unwrap_err().contains("htpasswd -B"));
         let twice = format!("alice:{HASH}\nalice:{HASH}\n");

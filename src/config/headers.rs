@@ -122,7 +122,7 @@ fn field_changes(
 }
 
 /// Fields that frame the message or the connection: changing them would corrupt it.
-fn is_framing(name: &HeaderName) -> bool {
+pub(super) fn is_framing(name: &HeaderName) -> bool {
     use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
     [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, UPGRADE, HOST].contains(name)
 }

@@ -10,6 +10,7 @@ use base64::Engine;
 use http::HeaderValue;
 use ipnet::IpNet;
 use ring::digest;
+use tokio::sync::Semaphore;
 
 use crate::config::BasicAuth;
 
@@ -47,7 +48,12 @@ pub enum Login {
     Valid,
     /// No credentials, or wrong ones: 401 with the challenge.
     Refused,
+    /// Every bcrypt slot stayed taken (a flood of logins): 503, try again.
+    Busy,
 }
+
+/// How long a login waits for a bcrypt slot before it is turned away.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
 
 // === impl AddressRules ===
 
@@ -94,7 +100,10 @@ impl BasicAuthCheck {
 
     /// Checks an `Authorization` header. The bcrypt comparison runs on the blocking pool so
     /// that it never stalls the other requests of this worker.
-    pub async fn check(&self, authorization: Option<&HeaderValue>) -> Login {
+    ///
+    /// `slots` bounds the bcrypt checks running at once, process-wide: a flood of made-up
+    /// logins then costs at most that many cores, and waits or is turned away beyond it.
+    pub async fn check(&self, authorization: Option<&HeaderValue>, slots: &Semaphore) -> Login {
         let Some(header) = authorization else {
             return Login::Refused;
         };
@@ -111,6 +120,9 @@ impl BasicAuthCheck {
             .cloned()
             .unwrap_or_else(|| self.decoy.clone());
         let known = self.users.contains_key(&user);
+        let Ok(Ok(_slot)) = tokio::time::timeout(SLOT_WAIT, slots.acquire()).await else {
+            return Login::Busy;
+        };
         let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .ok()
@@ -211,11 +223,15 @@ mod tests {
         let good = HeaderValue::from_static("Basic YWxpY2U6czNjcmV0");
         let wrong = HeaderValue::from_static("Basic YWxpY2U6bm9wZQ==");
         let stranger = HeaderValue::from_static("Basic Ym9iOnMzY3JldA==");
-        assert_eq!(check.check(Some(&good)).await, Login::Valid);
-        assert_eq!(check.check(Some(&good)).await, Login::Valid);
-        assert_eq!(check.check(Some(&wrong)).await, Login::Refused);
-        assert_eq!(check.check(Some(&stranger)).await, Login::Refused);
-        assert_eq!(check.check(None).await, Login::Refused);
+        let slots = Semaphore::new(1);
+        assert_eq!(check.check(Some(&good), &slots).await, Login::Valid);
+        assert_eq!(check.check(Some(&good), &slots).await, Login::Valid);
+        assert_eq!(check.check(Some(&wrong), &slots).await, Login::Refused);
+        assert_eq!(check.check(Some(&stranger), &slots).await, Login::Refused);
+        assert_eq!(check.check(None, &slots).await, Login::Refused);
+        let _taken = slots.acquire().await.unwrap();
+        let other = HeaderValue::from_static("Basic YWxpY2U6b3RoZXI=");
+        assert_eq!(check.check(Some(&other), &slots).await, Login::Busy);
         assert_eq!(check.challenge, "Basic realm=\"admin\", charset=\"UTF-8\"");
     }
 }

@@ -2,6 +2,7 @@
 //! CORS preflights (a browser sends them without credentials), then basic auth, then
 //! forward-auth. Each refusal is counted in `headland_access_denied_total`.
 
+use http::HeaderName;
 use pingora::proxy::Session;
 use pingora::Result;
 
@@ -60,12 +61,18 @@ impl HeadlandProxy {
         let Some((route, check)) = route.and_then(|r| Some((r, r.basic_auth.as_ref()?))) else {
             return Ok(Outcome::Next);
         };
-        let authorization = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION);
-        match check.check(authorization).await {
+        let headers = &session.req_header().headers;
+        // Only one set of credentials is checked; a second one could reach the app unchecked.
+        let authorization = match headers.get_all(http::header::AUTHORIZATION).iter().count() {
+            1 => headers.get(http::header::AUTHORIZATION),
+            _ => None,
+        };
+        match check.check(authorization, &self.bcrypt_slots).await {
             Login::Valid => Ok(Outcome::Next),
+            Login::Busy => Ok(Outcome::Reply(
+                Reply::error(503, "too many logins at once, try again")
+                    .with(http::header::RETRY_AFTER, "1"),
+            )),
             Login::Refused => {
                 self.count_denied(&route.name, "basic_auth");
                 Ok(Outcome::Reply(
@@ -87,8 +94,10 @@ impl HeadlandProxy {
         let Some((route, check)) = route.and_then(|r| Some((r, r.forward_auth.as_ref()?))) else {
             return Ok(Outcome::Next);
         };
+        let request = session.req_header();
         let original = Original {
-            request: session.req_header(),
+            request,
+            path: ctx.normalized_path.as_deref().unwrap_or(request.uri.path()),
             client: ctx.client_ip,
             https: ctx.https,
             host: &ctx.host,
@@ -96,9 +105,24 @@ impl HeadlandProxy {
         let verdict = check.ask(&self.auth_connector, &original).await;
         let (status, detail, reason) = match verdict {
             Verdict::Allowed(copied) => {
-                // Only the auth service may say who the user is.
+                // Only the auth service may say who the user is: the client's fields of these
+                // names go, and their underscore spellings too, which CGI-style apps
+                // (`HTTP_X_AUTH_REQUEST_USER`) cannot tell apart.
                 let request = session.req_header_mut();
-                for name in &check.config.copy_headers {
+                let claimed: Vec<HeaderName> = request
+                    .headers
+                    .keys()
+                    .filter(|name| {
+                        let dashed = name.as_str().replace('_', "-");
+                        check
+                            .config
+                            .copy_headers
+                            .iter()
+                            .any(|c| c.as_str() == dashed)
+                    })
+                    .cloned()
+                    .collect();
+                for name in &claimed {
                     request.remove_header(name);
                 }
                 for (name, value) in copied {

@@ -28,18 +28,46 @@ const MAX_REFUSAL_BODY: usize = 64 << 10;
 /// Remembered verdicts per route when `cache` is on; past this the memory starts over.
 const CACHE_CAPACITY: usize = 10_000;
 
-/// Fields of the client's request that describe its connection, not the client: never sent
-/// to the auth service (RFC 9110 §7.6.1), nor a body it will not get.
-const NOT_FORWARDED: [HeaderName; 8] = [
-    http::header::HOST,
-    http::header::CONNECTION,
-    http::header::CONTENT_LENGTH,
-    http::header::TRANSFER_ENCODING,
-    http::header::EXPECT,
-    http::header::UPGRADE,
-    http::header::TE,
-    http::header::PROXY_AUTHORIZATION,
+/// Fields of the client's request never sent to the auth service: those that describe the
+/// connection (RFC 9110 §7.6.1) or a body it will not get, and those auth services read as
+/// the original request or client, which only Headland may say (a client's
+/// `X-Original-URL: /public` would have Authelia judge another path, its `X-Real-IP` would
+/// be a trusted address to oauth2-proxy). `X-Forwarded-*` are dropped by prefix.
+const NOT_FORWARDED: [&str; 14] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "content-length",
+    "transfer-encoding",
+    "expect",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "x-real-ip",
+    "forwarded",
+    "x-request-id",
 ];
+
+/// Whether a client's field goes to the auth service.
+fn forwarded_to_auth(name: &HeaderName, request: &RequestHeader) -> bool {
+    let name = name.as_str();
+    !NOT_FORWARDED.contains(&name)
+        && !name.starts_with("x-forwarded-")
+        && !name.starts_with("x-original-")
+        && !listed_in_connection(name, &request.headers)
+}
+
+/// Fields the sender named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
+fn listed_in_connection(name: &str, headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|listed| listed.trim().eq_ignore_ascii_case(name))
+}
 
 /// Fields of an allowed verdict that go on to the upstream.
 type Copied = Vec<(HeaderName, HeaderValue)>;
@@ -71,9 +99,22 @@ pub enum Verdict {
 /// What the auth service is told about the request it judges.
 pub struct Original<'a> {
     pub request: &'a RequestHeader,
+    /// The path as routing saw it (normalised), so that the service judges the request the
+    /// upstream will get: never `/public/../admin/` for `/admin/`.
+    pub path: &'a str,
     pub client: Option<IpAddr>,
     pub https: bool,
     pub host: &'a str,
+}
+
+impl Original<'_> {
+    /// The normalised path with the request's query.
+    fn uri(&self) -> String {
+        match self.request.uri.query() {
+            Some(query) => format!("{}?{query}", self.path),
+            None => self.path.to_owned(),
+        }
+    }
 }
 
 // === impl ForwardAuthCheck ===
@@ -87,7 +128,11 @@ impl ForwardAuthCheck {
     }
 
     pub async fn ask(&self, connector: &Connector, original: &Original<'_>) -> Verdict {
-        let key = (!self.config.cache.is_zero()).then(|| credentials_key(original.request));
+        let key = if self.config.cache.is_zero() {
+            None
+        } else {
+            credentials_key(original)
+        };
         if let Some(copied) = key.as_ref().and_then(|k| self.cached(k)) {
             return Verdict::Allowed(copied);
         }
@@ -159,7 +204,7 @@ impl ForwardAuthCheck {
         let mut request =
             RequestHeader::build("GET", config.path.as_bytes(), None).map_err(|e| e.to_string())?;
         for (name, value) in &original.request.headers {
-            if !NOT_FORWARDED.contains(name) && !name.as_str().starts_with("x-forwarded-") {
+            if forwarded_to_auth(name, original.request) {
                 request
                     .append_header(name.clone(), value.clone())
                     .map_err(|e| e.to_string())?;
@@ -171,11 +216,7 @@ impl ForwardAuthCheck {
         } else {
             format!("{}:{}", config.host, config.port)
         };
-        let uri = original
-            .request
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str());
+        let uri = original.uri();
         let fields = [
             ("host", host),
             ("x-forwarded-method", original.request.method.to_string()),
@@ -184,7 +225,7 @@ impl ForwardAuthCheck {
                 (if original.https { "https" } else { "http" }).to_owned(),
             ),
             ("x-forwarded-host", original.host.to_owned()),
-            ("x-forwarded-uri", uri.to_owned()),
+            ("x-forwarded-uri", uri),
         ];
         for (name, value) in fields {
             request
@@ -246,17 +287,36 @@ async fn read_body(session: &mut pingora::protocols::http::client::HttpSession) 
     }
 }
 
-/// The credentials a verdict depends on: cookies and `Authorization`.
-fn credentials_key(request: &RequestHeader) -> [u8; 32] {
+/// What a cached verdict is reused for: the same credentials (cookies, `Authorization`) on
+/// the same method, host and normalised URI, since a service may allow one path and not
+/// another. A request without credentials is never cached: an anonymous visit to a public
+/// path must not open the rest of the route to every anonymous client.
+fn credentials_key(original: &Original<'_>) -> Option<[u8; 32]> {
+    let request = original.request;
+    let credentials = [http::header::COOKIE, http::header::AUTHORIZATION];
+    if !credentials
+        .iter()
+        .any(|name| request.headers.contains_key(name))
+    {
+        return None;
+    }
     let mut material = Vec::new();
-    for name in [http::header::COOKIE, http::header::AUTHORIZATION] {
+    for part in [
+        request.method.as_str(),
+        original.host,
+        original.uri().as_str(),
+    ] {
+        material.extend_from_slice(part.as_bytes());
+        material.push(0);
+    }
+    for name in credentials {
         for value in request.headers.get_all(&name) {
             material.extend_from_slice(value.as_bytes());
             material.push(0);
         }
         material.push(1);
     }
-    fingerprint(&material)
+    Some(fingerprint(&material))
 }
 
 fn copied(headers: &HeaderMap, names: &[HeaderName]) -> Copied {
@@ -274,15 +334,22 @@ fn copied(headers: &HeaderMap, names: &[HeaderName]) -> Copied {
 /// The refusal's fields for the client: all but those that frame the auth service's own
 /// message (the reply is framed anew).
 fn passed_back(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    // Hop-by-hop fields (HTTP/2 refuses them outright), and the request id Headland sets.
+    const DROPPED: [&str; 9] = [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "te",
+        "trailer",
+        "x-request-id",
+    ];
     headers
         .iter()
         .filter(|(name, _)| {
-            let framing = [
-                http::header::CONTENT_LENGTH,
-                http::header::TRANSFER_ENCODING,
-                http::header::CONNECTION,
-            ];
-            !framing.contains(name) && name.as_str() != "keep-alive"
+            !DROPPED.contains(&name.as_str()) && !listed_in_connection(name.as_str(), headers)
         })
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect()

@@ -42,6 +42,7 @@ use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use prometheus::IntGauge;
+use tokio::sync::Semaphore;
 
 use crate::access_log::{self, AccessLog, AccessRecord};
 use crate::acme::challenge::Http01Tokens;
@@ -67,6 +68,8 @@ pub struct HeadlandProxy {
     registry: Arc<HealthRegistry>,
     /// Connections to forward-auth services, kept for reuse.
     auth_connector: Connector,
+    /// bcrypt checks of basic-auth logins running at once: one per core.
+    bcrypt_slots: Semaphore,
 }
 
 /// Everything one request accumulates on its way through the hooks.
@@ -128,6 +131,9 @@ impl HeadlandProxy {
             acme_tokens,
             registry,
             auth_connector: Connector::new(None),
+            bcrypt_slots: Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            ),
         }
     }
 

@@ -94,14 +94,18 @@ impl HeadlandProxy {
             session.set_keepalive(None);
         }
         let mut header = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
-        if !reply
+        // 204 and 304 have no content to describe (RFC 9110 §8.6, §15.3.5).
+        let has_content = !matches!(reply.status, 204 | 304);
+        let typed = reply
             .headers
             .iter()
-            .any(|(name, _)| name == http::header::CONTENT_TYPE)
-        {
+            .any(|(name, _)| name == http::header::CONTENT_TYPE);
+        if has_content && !typed {
             header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         }
-        header.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
+        if has_content {
+            header.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
+        }
         header.insert_header("x-request-id", ctx.request_id.clone())?;
         for (name, value) in reply.headers {
             header.append_header(name, value)?;
