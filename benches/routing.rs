@@ -25,6 +25,10 @@ fn routes(n: usize) -> Vec<RouteConfig> {
         max_body_size: None,
         request_buffering: true,
         rate_limit: None,
+        exact: false,
+        access: Default::default(),
+        headers: Default::default(),
+        compress: false,
     };
     let mut routes = Vec::with_capacity(n);
     let mut i = 0;

@@ -82,7 +82,8 @@ impl AccessLog {
         self.sender.is_some()
     }
 
-    pub fn write(&self, record: &AccessRecord<'_>) {
+    /// Queues one line: an `AccessRecord`, or a stream's `StreamRecord`.
+    pub fn write(&self, record: &impl Serialize) {
         let Some(sender) = &self.sender else { return };
         let mut line = Vec::with_capacity(256);
         if serde_json::to_writer(&mut line, record).is_err() {

@@ -20,6 +20,7 @@ pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;
+pub mod stream;
 pub mod tls;
 pub mod upstream;
 pub mod webhook;

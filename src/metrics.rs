@@ -32,6 +32,11 @@ pub const DNS_RATE_LIMITED: &str = "headland_dns_rate_limited_total";
 pub const HTTP_LIMIT_REJECTIONS: &str = "headland_http_limit_rejections_total";
 pub const HTTP_CONNECTIONS: &str = "headland_http_connections";
 pub const HTTP_BODIES_BUFFERED: &str = "headland_http_request_bodies_buffered_total";
+pub const STREAM_CONNECTIONS: &str = "headland_stream_connections_total";
+pub const STREAM_BYTES: &str = "headland_stream_bytes_total";
+pub const STREAM_ACTIVE: &str = "headland_stream_connections_active";
+pub const ACCESS_DENIED: &str = "headland_access_denied_total";
+pub const FORWARD_AUTH_ERRORS: &str = "headland_forward_auth_errors_total";
 
 /// The `limit` label of `headland_http_limit_rejections_total`: every client-side limit,
 /// exported from the start so that a rate alert sees the first rejection.
@@ -82,8 +87,14 @@ pub struct Metrics {
     pub dns_geo_answers: IntCounterVec,
     pub dns_rate_limited: IntCounterVec,
     pub limit_rejections: IntCounterVec,
+    /// By route and rule: `address` (403), `basic_auth` (401), `forward_auth` (the auth
+    /// service's refusal, passed through).
+    pub access_denied: IntCounterVec,
+    /// By route and reason: `unreachable` (502), `timeout` (504).
+    pub forward_auth_errors: IntCounterVec,
     pub connections: IntGauge,
     pub bodies_buffered: IntCounterVec,
+    pub streams: StreamMetrics,
 }
 
 // === impl Metrics ===
@@ -190,6 +201,16 @@ impl Metrics {
             "Requests or connections refused by a client-side limit (408, 414, 431, 400, or a close), by limit.",
             &["limit"],
         )?;
+        let access_denied = counter(
+            ACCESS_DENIED,
+            "Requests refused by a route's access rules before reaching the upstream, by route and rule (address, basic_auth, forward_auth).",
+            &["route", "rule"],
+        )?;
+        let forward_auth_errors = counter(
+            FORWARD_AUTH_ERRORS,
+            "Requests refused because the forward-auth service could not answer (unreachable: 502, timeout: 504), by route and reason.",
+            &["route", "reason"],
+        )?;
         let bodies_buffered = counter(
             HTTP_BODIES_BUFFERED,
             "Request bodies read whole before the upstream was contacted, by where they were kept (memory or file).",
@@ -253,6 +274,7 @@ impl Metrics {
         for storage in ["memory", "file"] {
             bodies_buffered.with_label_values(&[storage]);
         }
+        let streams = StreamMetrics::register(&registry)?;
         Ok(Self {
             registry,
             http_requests,
@@ -278,8 +300,11 @@ impl Metrics {
             dns_geo_answers,
             dns_rate_limited,
             limit_rejections,
+            access_denied,
+            forward_auth_errors,
             connections,
             bodies_buffered,
+            streams,
         })
     }
 
@@ -301,5 +326,45 @@ impl Metrics {
             tracing::warn!(%error, "cannot encode metrics");
         }
         out
+    }
+}
+
+/// `[[streams]]` connections: how they ended, the bytes they carried, how many are open.
+pub struct StreamMetrics {
+    pub connections: IntCounterVec,
+    pub bytes: IntCounterVec,
+    pub active: IntGaugeVec,
+}
+
+// === impl StreamMetrics ===
+
+impl StreamMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let connections = IntCounterVec::new(
+            Opts::new(
+                STREAM_CONNECTIONS,
+                "Stream connections ended, by stream (empty when none matched) and result: closed, idle_timeout, error (a reset), no_server (every server down or refused), no_stream (no stream for the address or SNI), bad_client_hello.",
+            ),
+            &["stream", "result"],
+        )?;
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                STREAM_BYTES,
+                "Bytes carried by streams, by stream and direction: received (from clients) or sent (to clients).",
+            ),
+            &["stream", "direction"],
+        )?;
+        let active = IntGaugeVec::new(
+            Opts::new(STREAM_ACTIVE, "Stream connections open now, by stream."),
+            &["stream"],
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(bytes.clone()))?;
+        registry.register(Box::new(active.clone()))?;
+        Ok(Self {
+            connections,
+            bytes,
+            active,
+        })
     }
 }

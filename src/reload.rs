@@ -163,7 +163,9 @@ impl Reloader {
         let built = tokio::task::spawn_blocking(move || {
             let (config, text) = shared_config::load(&path, shared.as_deref().map(String::as_str))?;
             let current = snapshots.load();
-            let listen_changed = config.listen != current.config.listen;
+            let listen_changed = config.listen != current.config.listen
+                || crate::stream::listen_addresses(&config)
+                    != crate::stream::listen_addresses(&current.config);
             let next = Snapshot::build(config, current.generation + 1, Some(&current));
             Ok::<_, ConfigError>((next, listen_changed, text))
         })

@@ -29,6 +29,7 @@ use crate::ratelimit::LimiterHousekeeping;
 use crate::reload::{ReloadOnChange, ReloadOnSignal, Reloader};
 use crate::shutdown::ExitWhenDrained;
 use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::stream::{self, OpenStreams, StreamProxy};
 use crate::tls::{self, SniResolver};
 use crate::upstream::registry::{HealthRegistry, HealthService};
 use crate::webhook::Webhooks;
@@ -72,6 +73,7 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         .map_err(StartError::AccessLog)?;
     let access_log = Arc::new(access_log);
     let listen = config.listen.clone();
+    let stream_listen = stream::listen_addresses(&config);
     // Listener-level settings are fixed at start: Pingora builds its listeners once.
     let h2_idle_timeout = config.http.keepalive_timeout;
     let watch_config = config.node.watch_config;
@@ -133,10 +135,21 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         }
     }
     server.add_service(proxy);
+    let open_streams = Arc::new(OpenStreams::new());
+    let stream_app = StreamProxy::new(
+        Arc::clone(&snapshots),
+        Arc::clone(&metrics),
+        Arc::clone(&access_log),
+        Arc::clone(&open_streams),
+    );
+    if let Some(streams) = stream::service(&stream_listen, stream_app) {
+        server.add_service(streams);
+    }
     server.add_service(background_service(
         "exit when drained",
         ExitWhenDrained {
             connections,
+            streams: open_streams,
             access_log,
         },
     ));
@@ -242,6 +255,9 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     }
     for addr in &listen.dns {
         tracing::info!(%addr, "dns listener (udp and tcp)");
+    }
+    for addr in &stream_listen {
+        tracing::info!(%addr, "stream listener");
     }
     server.run_forever()
 }

@@ -18,12 +18,15 @@ use pingora::services::background::BackgroundService;
 
 use crate::access_log::AccessLog;
 use crate::proxy::connections::OpenConnections;
+use crate::stream::OpenStreams;
 
 /// How long the access log may take to write its last lines before the process exits.
 const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 pub struct ExitWhenDrained {
     pub connections: Arc<OpenConnections>,
+    /// `[[streams]]` connections, which an upgrade must not cut either.
+    pub streams: Arc<OpenStreams>,
     pub access_log: Arc<AccessLog>,
 }
 
@@ -34,7 +37,10 @@ impl BackgroundService for ExitWhenDrained {
             return;
         }
         tracing::info!("shutting down: waiting for in-flight requests to finish");
-        self.connections.wait_until_none().await;
+        tokio::join!(
+            self.connections.wait_until_none(),
+            self.streams.wait_until_none()
+        );
         let access_log = Arc::clone(&self.access_log);
         // The log writer is a plain thread; waiting for it must not block this runtime.
         let _ = tokio::task::spawn_blocking(move || access_log.flush(LOG_FLUSH_LIMIT)).await;

@@ -45,16 +45,7 @@ async fn a_new_process_takes_over_the_sockets_with_no_refused_connection() {
 
     let _new = old.spawn_upgrade();
     // The new process waits on the upgrade socket; give it a moment to get there.
-    let socket = old.dir.join("upgrade.sock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "new process never opened {}",
-            socket.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    old.wait_upgrade_socket().await;
     let old_pid = old.pid();
     old.signal("QUIT");
     assert!(

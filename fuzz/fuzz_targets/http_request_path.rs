@@ -259,6 +259,10 @@ fn route(&(kind, host, path): &(u8, &str, &str)) -> RouteConfig {
         fallback: None,
         max_body_size: None,
         rate_limit: None,
+        exact: false,
+        access: Default::default(),
+        headers: Default::default(),
+        compress: false,
         request_buffering: true,
     }
 }

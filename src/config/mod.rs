@@ -4,18 +4,22 @@
 //! with its location at once. Nothing here panics, so a bad file during a reload only ever
 //! produces errors while the running configuration keeps serving.
 
+mod access;
 mod acme;
 mod cluster;
 mod dns;
 mod dns_rrl;
 mod error;
 mod field;
+mod headers;
 mod health;
 mod http_limits;
 mod rate_limit;
 mod raw;
 mod resolver;
 mod route;
+mod site;
+mod stream;
 mod tls;
 mod units;
 mod upstream;
@@ -29,14 +33,17 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
+pub use access::{AccessRules, BasicAuth, ForwardAuth};
 pub use acme::{AcmeChallenge, AcmeConfig};
 pub use cluster::{ClusterConfig, ClusterTls};
 pub use dns::{DnsConfig, RegionConfig, RegionProbe};
 pub use error::{did_you_mean, ConfigError, LocatedError, LocatedErrors};
+pub use headers::{Cors, CorsOrigins, HeaderRules};
 pub use health::{HealthCheck, HttpProbe, Probe, StatusSet};
 pub use http_limits::HttpLimits;
 pub use rate_limit::RateLimitConfig;
 pub use resolver::ResolverConfig;
+pub use stream::StreamConfig;
 pub use tls::{StaticCertificate, TlsConfig};
 pub use webhook::{WebhookConfig, EVENT_NAMES};
 
@@ -72,6 +79,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// `[resolver]`: how upstream servers named by host name are resolved.
     pub resolver: ResolverConfig,
+    /// `[[streams]]`: TCP and TLS-passthrough proxying, in file order. Default: none.
+    pub streams: Vec<StreamConfig>,
 }
 
 /// Bytes that must never reach a log line or an error message.
@@ -245,6 +254,14 @@ pub struct RouteConfig {
     pub request_buffering: bool,
     /// Index into `Config::rate_limits`. Default: none.
     pub rate_limit: Option<usize>,
+    /// `path` matches only itself, not what is below it (nginx `location =`). Default: false.
+    pub exact: bool,
+    /// Address lists, basic auth and forward-auth. Default: none (open).
+    pub access: AccessRules,
+    /// Request and response header changes, CORS. Default: none.
+    pub headers: HeaderRules,
+    /// Compress responses (gzip, brotli, zstd) for clients that accept it. Default: false.
+    pub compress: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -265,6 +282,43 @@ pub enum RouteAction {
         upstream: usize,
     },
     Redirect(Redirect),
+    /// Files under a directory (nginx `root`).
+    Static(StaticSite),
+    /// PHP scripts under a directory, run by a FastCGI server such as PHP-FPM (nginx
+    /// `fastcgi_pass` with `try_files $uri $uri/ /index.php?$query_string`).
+    FastCgi(FastCgiSite),
+}
+
+/// `static = { root, index }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticSite {
+    /// The directory the request path is looked up in.
+    pub root: PathBuf,
+    /// The file served for a directory. Default: `index.html`.
+    pub index: String,
+}
+
+/// `fastcgi = { server, root, index, front_controller, timeout }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastCgiSite {
+    pub server: FastCgiServer,
+    /// `DOCUMENT_ROOT`: scripts and static files are looked up here.
+    pub root: PathBuf,
+    /// The script run for a directory. Default: `index.php`.
+    pub index: String,
+    /// The script run for a path that names no file (nginx `try_files` fallback), such as
+    /// `/index.php`; `None` answers 404 instead. Default: none.
+    pub front_controller: Option<String>,
+    /// How long connecting, and each wait for the server's next output, may take (nginx
+    /// `fastcgi_connect_timeout` / `fastcgi_read_timeout`). Default: 60s.
+    pub timeout: Duration,
+}
+
+/// Where the FastCGI server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FastCgiServer {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

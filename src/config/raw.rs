@@ -42,6 +42,20 @@ pub struct RawConfig {
     pub cluster: Option<Spanned<RawCluster>>,
     #[serde(default)]
     pub resolver: RawResolver,
+    #[serde(default)]
+    pub streams: Vec<Spanned<RawStream>>,
+}
+
+/// `[[streams]]`: TCP connections on `listen` (picked by TLS SNI when `sni` is set) carried
+/// to a server of `upstream`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    pub name: Option<Spanned<String>>,
+    pub listen: Spanned<String>,
+    pub upstream: Spanned<String>,
+    pub sni: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,10 +313,52 @@ pub struct RawRoute {
     pub strip_prefix: Option<Spanned<bool>>,
     pub upstream: Option<Spanned<String>>,
     pub redirect: Option<Spanned<RawRedirect>>,
+    #[serde(rename = "static")]
+    pub static_site: Option<Spanned<RawStaticSite>>,
+    pub fastcgi: Option<Spanned<RawFastCgi>>,
     pub fallback: Option<Spanned<RawFallback>>,
     pub max_body_size: Option<Spanned<String>>,
     pub request_buffering: Option<Spanned<bool>>,
     pub rate_limit: Option<Spanned<String>>,
+    pub exact: Option<Spanned<bool>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub deny: Option<Spanned<Vec<Spanned<String>>>>,
+    pub basic_auth: Option<Spanned<RawBasicAuth>>,
+    pub forward_auth: Option<Spanned<RawForwardAuth>>,
+    pub request_headers: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    pub response_headers: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    pub cors: Option<Spanned<RawCors>>,
+    pub compress: Option<Spanned<bool>>,
+}
+
+/// `basic_auth = { htpasswd = "FILE", realm = "admin" }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    pub htpasswd: Spanned<String>,
+    pub realm: Option<Spanned<String>>,
+}
+
+/// `forward_auth = { url = "...", copy_headers = [...], timeout = "5s", cache = "0s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    pub url: Spanned<String>,
+    pub copy_headers: Option<Vec<Spanned<String>>>,
+    pub timeout: Option<Spanned<String>>,
+    pub cache: Option<Spanned<String>>,
+}
+
+/// `cors = { origins = [...], methods = [...], headers = [...], expose = [...], ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    pub origins: Spanned<Vec<Spanned<String>>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub headers: Option<Vec<Spanned<String>>>,
+    pub expose: Option<Vec<Spanned<String>>>,
+    pub credentials: Option<Spanned<bool>>,
+    pub max_age: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,6 +367,25 @@ pub struct RawRedirect {
     pub to: Spanned<String>,
     pub code: Option<Spanned<i64>>,
     pub keep_path: Option<bool>,
+}
+
+/// `static = { root, index }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaticSite {
+    pub root: Spanned<String>,
+    pub index: Option<Spanned<String>>,
+}
+
+/// `fastcgi = { server, root, index, front_controller, timeout }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFastCgi {
+    pub server: Spanned<String>,
+    pub root: Spanned<String>,
+    pub index: Option<Spanned<String>>,
+    pub front_controller: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,5 @@
-//! `[[routes]]`: host pattern, path prefix, what answers (an upstream or a redirect), the
-//! fallback, and the per-route limits. Every problem of a route is reported, not the first.
+//! `[[routes]]`: host pattern, path prefix, what answers (an upstream, a redirect, a static
+//! site or a FastCGI server), the fallback, and the per-route limits. Every problem of a route is reported, not the first.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,6 +9,7 @@ use toml::Spanned;
 use super::error::ErrorSink;
 use super::field::{suggestion, Limits, Scope};
 use super::raw::{RawFallback, RawRedirect, RawRoute};
+use super::{access, headers, site};
 use super::{
     Fallback, HostPattern, RateLimitConfig, Redirect, RouteAction, RouteConfig, UpstreamConfig,
 };
@@ -27,7 +28,7 @@ pub(super) fn routes(
     base_dir: &Path,
     sink: &mut ErrorSink<'_>,
 ) -> Vec<RouteConfig> {
-    let mut seen_places: HashMap<(HostPattern, String), usize> = HashMap::new();
+    let mut seen_places: HashMap<(HostPattern, String, bool), usize> = HashMap::new();
     let mut seen_names: HashMap<String, usize> = HashMap::new();
     let mut routes = Vec::with_capacity(raw.len());
     for spanned in raw {
@@ -35,7 +36,7 @@ pub(super) fn routes(
             continue;
         };
         let line = sink.line_of(spanned.span());
-        let place = (route.host.clone(), route.path.clone());
+        let place = (route.host.clone(), route.path.clone(), route.exact);
         if let Some(first) = seen_places.insert(place, line) {
             sink.at(
                 spanned.get_ref().host.span(),
@@ -91,7 +92,8 @@ fn route(
         check_name(name, "route", sink);
     }
     let strip_prefix = raw.strip_prefix.as_ref().is_some_and(|s| *s.get_ref());
-    let strip_root = raw.redirect.is_none() && path.as_deref() == Some("/");
+    let strip_root =
+        (raw.upstream.is_some() || raw.static_site.is_some()) && path.as_deref() == Some("/");
     if let (Some(flag), true) = (&raw.strip_prefix, strip_root) {
         if *flag.get_ref() {
             sink.at(
@@ -100,52 +102,11 @@ fn route(
             );
         }
     }
-    let action = match (&raw.upstream, &raw.redirect) {
-        (Some(name), None) => {
-            upstream_index(name, upstreams, sink).map(|upstream| RouteAction::Proxy { upstream })
-        }
-        (None, Some(redirect)) => {
-            let proxy_only = [
-                raw.strip_prefix
-                    .as_ref()
-                    .map(|s| (s.span(), "strip_prefix")),
-                raw.max_body_size
-                    .as_ref()
-                    .map(|s| (s.span(), "max_body_size")),
-                raw.request_buffering
-                    .as_ref()
-                    .map(|s| (s.span(), "request_buffering")),
-                raw.fallback.as_ref().map(|s| (s.span(), "fallback")),
-            ];
-            for (span, key) in proxy_only.into_iter().flatten() {
-                sink.at(
-                    span,
-                    format!(
-                        "{label}: {key} only applies to routes with an upstream, not redirects"
-                    ),
-                );
-            }
-            self::redirect(&scope, redirect, sink).map(RouteAction::Redirect)
-        }
-        (Some(_), Some(redirect)) => {
-            sink.at(
-                redirect.span(),
-                format!("{label} has both upstream and redirect; keep one"),
-            );
-            None
-        }
-        (None, None) => {
-            sink.at(
-                spanned.span(),
-                format!("{label} needs an upstream or a redirect"),
-            );
-            None
-        }
-    };
+    let action = action(spanned, &label, &scope, upstreams, base_dir, sink);
     let fallback = raw
         .fallback
         .as_ref()
-        .filter(|_| raw.redirect.is_none())
+        .filter(|_| raw.upstream.is_some())
         .and_then(|f| fallback(&scope, f, upstreams, base_dir, sink));
     let max_body_size = match &raw.max_body_size {
         None => Some(DEFAULT_MAX_BODY_SIZE),
@@ -168,12 +129,18 @@ fn route(
         }
         found
     });
+    let access = access::access_rules(&scope, raw, base_dir, sink);
+    let headers = headers::header_rules(&scope, raw, sink);
+    let exact = raw.exact.as_ref().is_some_and(|e| *e.get_ref());
+    let compress = raw.compress.as_ref().is_some_and(|c| *c.get_ref());
     if sink.len() > errors_before {
         return None;
     }
     let (host, path, action) = (host?, path?, action?);
     let name = match &raw.name {
         Some(name) => name.get_ref().clone(),
+        // Apart from the prefix route of the same path, which is named `{host}{path}`.
+        None if exact => format!("{host}={path}"),
         None => format!("{host}{path}"),
     };
     Some(RouteConfig {
@@ -186,7 +153,127 @@ fn route(
         max_body_size,
         request_buffering,
         rate_limit,
+        exact,
+        access,
+        headers,
+        compress,
     })
+}
+
+/// What answers the route: exactly one of `upstream`, `redirect`, `static` and `fastcgi`.
+/// Keys that only make sense for another kind of answer are refused, not ignored.
+fn action(
+    spanned: &Spanned<RawRoute>,
+    label: &str,
+    scope: &Scope,
+    upstreams: &[UpstreamConfig],
+    base_dir: &Path,
+    sink: &mut ErrorSink<'_>,
+) -> Option<RouteAction> {
+    let raw = spanned.get_ref();
+    let given = [
+        raw.upstream.as_ref().map(|s| (s.span(), "upstream")),
+        raw.redirect.as_ref().map(|s| (s.span(), "redirect")),
+        raw.static_site.as_ref().map(|s| (s.span(), "static")),
+        raw.fastcgi.as_ref().map(|s| (s.span(), "fastcgi")),
+    ];
+    let mut given = given.into_iter().flatten();
+    let Some((_, first)) = given.next() else {
+        sink.at(
+            spanned.span(),
+            format!("{label} needs an upstream, a redirect, static or fastcgi"),
+        );
+        return None;
+    };
+    if let Some((span, second)) = given.next() {
+        sink.at(
+            span,
+            format!("{label} has both {first} and {second}; keep one"),
+        );
+        return None;
+    }
+    // Keys each kind of answer has no use for, and how messages name that kind.
+    let (refused, kind): (&[&str], &str) = match first {
+        "redirect" => (
+            &[
+                "strip_prefix",
+                "max_body_size",
+                "request_buffering",
+                "fallback",
+                "request_headers",
+                "response_headers",
+                "cors",
+                "compress",
+            ],
+            "redirects",
+        ),
+        "static" => (
+            &[
+                "max_body_size",
+                "request_buffering",
+                "fallback",
+                "request_headers",
+                "response_headers",
+                "cors",
+                "compress",
+            ],
+            "static sites",
+        ),
+        "fastcgi" => (
+            &[
+                "strip_prefix",
+                "request_buffering",
+                "fallback",
+                "request_headers",
+                "response_headers",
+                "cors",
+                "compress",
+            ],
+            "fastcgi",
+        ),
+        _ => (&[], ""),
+    };
+    let present = [
+        raw.strip_prefix
+            .as_ref()
+            .map(|s| (s.span(), "strip_prefix")),
+        raw.max_body_size
+            .as_ref()
+            .map(|s| (s.span(), "max_body_size")),
+        raw.request_buffering
+            .as_ref()
+            .map(|s| (s.span(), "request_buffering")),
+        raw.fallback.as_ref().map(|s| (s.span(), "fallback")),
+        raw.request_headers
+            .as_ref()
+            .map(|s| (s.span(), "request_headers")),
+        raw.response_headers
+            .as_ref()
+            .map(|s| (s.span(), "response_headers")),
+        raw.cors.as_ref().map(|s| (s.span(), "cors")),
+        raw.compress.as_ref().map(|s| (s.span(), "compress")),
+    ];
+    for (span, key) in present.into_iter().flatten() {
+        if refused.contains(&key) {
+            sink.at(
+                span,
+                format!("{label}: {key} only applies to routes with an upstream, not {kind}"),
+            );
+        }
+    }
+    match (&raw.upstream, &raw.redirect, &raw.static_site, &raw.fastcgi) {
+        (Some(name), ..) => {
+            upstream_index(name, upstreams, sink).map(|upstream| RouteAction::Proxy { upstream })
+        }
+        (_, Some(redirect), ..) => self::redirect(scope, redirect, sink).map(RouteAction::Redirect),
+        (_, _, Some(site), _) => {
+            site::static_site(scope, site.get_ref(), base_dir, sink).map(RouteAction::Static)
+        }
+        (_, _, _, Some(fastcgi)) => {
+            site::fastcgi(scope, fastcgi.get_ref(), base_dir, sink).map(RouteAction::FastCgi)
+        }
+        (None, None, None, None) => None,
+    }
 }
 
 fn route_path(path: &Spanned<String>, sink: &mut ErrorSink<'_>) -> Option<String> {

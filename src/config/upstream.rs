@@ -204,6 +204,14 @@ fn servers(name: &str, raw: &[Spanned<String>], sink: &mut ErrorSink<'_>) -> Vec
     servers
 }
 
+/// An address written `IP:PORT`, `[v6]:PORT` or `localhost:PORT`, as a FastCGI server's.
+pub(super) fn parse_server_addr(text: &str) -> Option<SocketAddr> {
+    match parse_server(text) {
+        Ok(ServerAddress::Ip(addr)) => Some(addr),
+        _ => None,
+    }
+}
+
 /// `IP:PORT`, `[v6]:PORT`, `localhost:PORT` (what nginx configs usually say), `unix:/PATH`,
 /// or `HOST:PORT`. Errors complete "server "..." in upstream "...": ".
 fn parse_server(text: &str) -> Result<ServerAddress, String> {

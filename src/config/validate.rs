@@ -92,6 +92,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         });
     let admin_public = raw.listen.admin_public.unwrap_or(false);
     check_admin_exposure(&raw.listen, listen.admin, admin_public, &mut sink);
+    let streams = super::stream::streams(&raw.streams, &listen, &upstreams, &mut sink);
     let webhooks = raw
         .webhooks
         .iter()
@@ -118,6 +119,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         dns,
         cluster,
         resolver,
+        streams,
     })
 }
 
@@ -281,7 +283,7 @@ fn listen(raw: &RawListen, sink: &mut ErrorSink<'_>) -> ListenConfig {
     }
 }
 
-fn listen_addr(addr: &Spanned<String>, sink: &mut ErrorSink<'_>) -> Option<SocketAddr> {
+pub(super) fn listen_addr(addr: &Spanned<String>, sink: &mut ErrorSink<'_>) -> Option<SocketAddr> {
     match addr.get_ref().parse() {
         Ok(addr) => Some(addr),
         Err(_) => {

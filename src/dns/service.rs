@@ -258,6 +258,6 @@ fn local_pool_down(snapshot: &Snapshot, name: &str) -> bool {
     };
     match &route.target {
         RouteTarget::Proxy(pool) => !pool.is_ready(),
-        RouteTarget::Redirect(_) => false,
+        RouteTarget::Redirect(_) | RouteTarget::Static(_) | RouteTarget::FastCgi(_) => false,
     }
 }

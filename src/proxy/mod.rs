@@ -5,17 +5,25 @@
 //! route's pool. A server that cannot be reached is passed over for another; a pool that is
 //! down hands the request to the route's fallback, else answers 503.
 
+mod access;
+mod access_steps;
+mod compression;
 pub mod connections;
 mod failure;
+mod fastcgi;
+mod forward_auth;
 pub mod forwarded;
+mod header_rules;
 pub mod node_health;
+mod pipeline;
 pub mod region_fallback;
 mod request_body;
 mod request_limits;
 mod responses;
 pub mod route_table;
-mod routing;
 mod static_fallback;
+mod static_site;
+mod steps;
 
 use std::any::Any;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -26,12 +34,15 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
+use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
+use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use prometheus::IntGauge;
+use tokio::sync::Semaphore;
 
 use crate::access_log::{self, AccessLog, AccessRecord};
 use crate::acme::challenge::Http01Tokens;
@@ -55,6 +66,10 @@ pub struct HeadlandProxy {
     acme_tokens: Http01Tokens,
     /// Region health, for `fallback = { regions = true }`.
     registry: Arc<HealthRegistry>,
+    /// Connections to forward-auth services, kept for reuse.
+    auth_connector: Connector,
+    /// bcrypt checks of basic-auth logins running at once: one per core.
+    bcrypt_slots: Semaphore,
 }
 
 /// Everything one request accumulates on its way through the hooks.
@@ -66,8 +81,12 @@ pub struct RequestCtx {
     host: String,
     /// The request came over TLS.
     https: bool,
-    /// The client's path when `strip_prefix` rewrote it, for the access log.
+    /// The request's path after normalisation, when that changed it.
+    normalized_path: Option<String>,
+    /// The client's path when the upstream gets another one, for the access log.
     original_path: Option<String>,
+    /// The pipeline step that answered the request itself, if one did.
+    answered_by: Option<&'static str>,
     route: Option<usize>,
     /// The route's fallback pool took over from its own pool.
     on_fallback_pool: bool,
@@ -87,6 +106,8 @@ pub struct RequestCtx {
     buffered_body: Option<BufferedBody>,
     /// `buffered_body` went into the current upstream attempt already.
     buffered_body_sent: bool,
+    /// The response is being compressed (`compress = true` and the client accepts it).
+    compression: Option<Box<ResponseCompressionCtx>>,
 }
 
 /// Marks an HTTP/1.x connection as kept alive for the next request on it (Pingora's
@@ -109,11 +130,15 @@ impl HeadlandProxy {
             metrics,
             acme_tokens,
             registry,
+            auth_connector: Connector::new(None),
+            bcrypt_slots: Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            ),
         }
     }
 
     fn route<'a>(&self, ctx: &'a RequestCtx) -> Option<&'a Route> {
-        ctx.route.and_then(|i| ctx.snapshot.routes.get(i))
+        ctx.snapshot.routes.matched(ctx.route)
     }
 
     /// The pool this request is using: the route's own, or its fallback pool.
@@ -122,7 +147,9 @@ impl HeadlandProxy {
         match (&route.target, &route.fallback, ctx.on_fallback_pool) {
             (RouteTarget::Proxy(_), Some(RouteFallback::Pool(fallback)), true) => Some(fallback),
             (RouteTarget::Proxy(pool), _, _) => Some(pool),
-            (RouteTarget::Redirect(_), _, _) => None,
+            (RouteTarget::Redirect(_) | RouteTarget::Static(_) | RouteTarget::FastCgi(_), _, _) => {
+                None
+            }
         }
     }
 
@@ -203,7 +230,9 @@ impl ProxyHttp for HeadlandProxy {
             client_ip: None,
             host: String::new(),
             https: false,
+            normalized_path: None,
             original_path: None,
+            answered_by: None,
             route: None,
             on_fallback_pool: false,
             region_edge: None,
@@ -217,6 +246,7 @@ impl ProxyHttp for HeadlandProxy {
             request_body_bytes: 0,
             buffered_body: None,
             buffered_body_sent: false,
+            compression: None,
         }
     }
 
@@ -241,7 +271,7 @@ impl ProxyHttp for HeadlandProxy {
             .req_header()
             .headers
             .contains_key(region_fallback::HOP_HEADER);
-        self.route_request(session, ctx).await
+        self.run_pipeline(session, ctx).await
     }
 
     fn request_header_timeout(&self, reused: bool) -> Option<Duration> {
@@ -404,7 +434,11 @@ impl ProxyHttp for HeadlandProxy {
                 scheme: if ctx.https { "https" } else { "http" },
                 request_id: &ctx.request_id,
             },
-        )
+        )?;
+        match self.route(ctx) {
+            Some(route) => header_rules::apply_to_request(&route.headers.request, upstream_request),
+            None => Ok(()),
+        }
     }
 
     async fn upstream_response_filter(
@@ -425,10 +459,17 @@ impl ProxyHttp for HeadlandProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(route) = self.route(ctx) {
+            let origin = session.req_header().headers.get(http::header::ORIGIN);
+            header_rules::apply_to_response(&route.headers, origin, upstream_response)?;
+            if route.compress {
+                ctx.compression = compression::start(session.req_header(), upstream_response);
+            }
+        }
         upstream_response.insert_header(forwarded::X_REQUEST_ID, ctx.request_id.clone())?;
         if let Some(info) = &ctx.rate_limit {
             for (name, value) in info.headers() {
@@ -440,6 +481,19 @@ impl ProxyHttp for HeadlandProxy {
             upstream_response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(encoder) = ctx.compression.as_mut() {
+            compression::encode(encoder, body, end_of_stream);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -468,7 +522,7 @@ impl ProxyHttp for HeadlandProxy {
                 let path = session.req_header().uri.path().to_owned();
                 let retry_after = self
                     .pool(ctx)
-                    .map_or_else(|| "5".to_owned(), |p| routing::retry_after(p));
+                    .map_or_else(|| "5".to_owned(), |p| steps::retry_after(p));
                 if let Some(code) =
                     static_fallback::serve(session, &dir, status, &retry_after, &path).await
                 {
@@ -507,7 +561,10 @@ impl ProxyHttp for HeadlandProxy {
         let route = self.route(ctx);
         let pool = self.pool(ctx);
         let route_name = route.map_or(metrics::NONE, |r| r.name.as_str());
-        let pool_name = pool.map_or(metrics::NONE, |p| p.name.as_str());
+        let pool_name = pool
+            .map(|p| p.name.as_str())
+            .or_else(|| route.and_then(|r| r.target.label()))
+            .unwrap_or(metrics::NONE);
         let status = session.response_written().map(|r| r.status);
         let elapsed = ctx.started.elapsed();
         // Every request is counted, those answered before routing (400, 404) under an empty
@@ -535,7 +592,9 @@ impl ProxyHttp for HeadlandProxy {
             bytes: session.body_bytes_sent(),
             duration_ms: access_log::millis(elapsed),
             route: route.map(|r| r.name.as_str()),
-            upstream: pool.map(|p| p.name.as_str()),
+            upstream: pool
+                .map(|p| p.name.as_str())
+                .or_else(|| route.and_then(|r| r.target.label())),
             server: ctx.in_flight.as_ref().map(|f| f.server().label.as_str()),
             request_id: forwarded::request_id_str(&ctx.request_id),
         });

@@ -34,6 +34,18 @@ pub async fn plain(
     Ok(())
 }
 
+/// Writes `header` and `body` (only the header for HEAD).
+pub async fn send(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
 /// `"<code> <reason>: <detail>\n"`, the body of every error Headland generates.
 pub fn error_body(status: u16, detail: &str) -> String {
     let reason = StatusCode::from_u16(status)

@@ -8,7 +8,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Fallback, HostPattern, Redirect, RouteAction, RouteConfig};
+use super::access::{AddressRules, BasicAuthCheck};
+use super::forward_auth::ForwardAuthCheck;
+use crate::config::{
+    Fallback, FastCgiSite, HeaderRules, HostPattern, Redirect, RouteAction, RouteConfig, StaticSite,
+};
 use crate::ratelimit::Limiter;
 use crate::upstream::Pool;
 
@@ -24,6 +28,11 @@ pub struct Route {
     pub rate_limit: Option<Arc<Limiter>>,
     /// Read request bodies whole before an upstream connection is taken.
     pub request_buffering: bool,
+    pub addresses: Option<AddressRules>,
+    pub basic_auth: Option<BasicAuthCheck>,
+    pub forward_auth: Option<ForwardAuthCheck>,
+    pub headers: HeaderRules,
+    pub compress: bool,
 }
 
 /// What answers when the route's pool cannot.
@@ -42,6 +51,10 @@ pub enum RouteFallback {
 pub enum RouteTarget {
     Proxy(Arc<Pool>),
     Redirect(Redirect),
+    /// Its root canonicalized, so that files can be checked to lie under it.
+    Static(StaticSite),
+    /// Its root canonicalized, as for `Static`.
+    FastCgi(FastCgiSite),
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +72,19 @@ struct PathTable {
     by_prefix: HashMap<String, usize>,
     /// Distinct prefix lengths, longest first.
     lengths: Vec<usize>,
+    /// `exact = true` routes: the path and nothing below it. Checked first.
+    exact: HashMap<String, usize>,
+    /// `/swarm` for a prefix route `/swarm/` when no route has `/swarm` itself: answered with
+    /// a redirect to the slash, as nginx does for its proxied locations.
+    add_slash: HashMap<String, usize>,
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    Route(usize),
+    /// The path is this prefix route's prefix without its final slash: redirect to it.
+    AddSlash(usize),
 }
 
 // === impl RouteTable ===
@@ -75,6 +101,14 @@ impl RouteTable {
                     None => continue,
                 },
                 RouteAction::Redirect(redirect) => RouteTarget::Redirect(redirect.clone()),
+                RouteAction::Static(site) => RouteTarget::Static(StaticSite {
+                    root: canonical_root(&site.root),
+                    ..site.clone()
+                }),
+                RouteAction::FastCgi(site) => RouteTarget::FastCgi(FastCgiSite {
+                    root: canonical_root(&site.root),
+                    ..site.clone()
+                }),
             };
             let index = table.routes.len();
             table.routes.push(Route {
@@ -96,13 +130,37 @@ impl RouteTable {
                 max_body_size: config.max_body_size,
                 rate_limit: config.rate_limit.and_then(|i| limiters.get(i)).cloned(),
                 request_buffering: config.request_buffering,
+                addresses: AddressRules::new(
+                    config.access.allow.clone(),
+                    config.access.deny.clone(),
+                ),
+                basic_auth: config
+                    .access
+                    .basic_auth
+                    .as_ref()
+                    .and_then(BasicAuthCheck::new),
+                forward_auth: config
+                    .access
+                    .forward_auth
+                    .clone()
+                    .map(ForwardAuthCheck::new),
+                headers: config.headers.clone(),
+                compress: config.compress,
             });
             let paths = match &config.host {
                 HostPattern::Exact(host) => table.exact.entry(host.clone()).or_default(),
                 HostPattern::Wildcard(suffix) => table.wildcard.entry(suffix.clone()).or_default(),
                 HostPattern::Any => table.any.get_or_insert_with(PathTable::default),
             };
-            paths.insert(&config.path, index);
+            if config.exact {
+                paths.exact.insert(config.path.clone(), index);
+            } else {
+                paths.insert(&config.path, index);
+            }
+        }
+        let tables = table.exact.values_mut().chain(table.wildcard.values_mut());
+        for paths in tables.chain(table.any.as_mut()) {
+            paths.index_slashless();
         }
         table
     }
@@ -112,6 +170,14 @@ impl RouteTable {
     /// longest matching path prefix. A host whose routes match no prefix falls through to the
     /// next, less specific host pattern.
     pub fn lookup(&self, host: &str, path: &str) -> Option<usize> {
+        match self.find(host, path)? {
+            Found::Route(index) => Some(index),
+            Found::AddSlash(_) => None,
+        }
+    }
+
+    /// As `lookup`, also finding the paths that only lack their route's final slash.
+    pub fn find(&self, host: &str, path: &str) -> Option<Found> {
         if let Some(found) = self.exact.get(host).and_then(|t| t.lookup(path)) {
             return Some(found);
         }
@@ -132,9 +198,33 @@ impl RouteTable {
         self.routes.get(index)
     }
 
+    /// The route a request matched, if it matched one.
+    pub fn matched(&self, index: Option<usize>) -> Option<&Route> {
+        self.routes.get(index?)
+    }
+
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
+}
+
+// === impl RouteTarget ===
+
+impl RouteTarget {
+    /// The `upstream` label of metrics and access log lines for targets without a pool.
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            RouteTarget::Static(_) => Some("static"),
+            RouteTarget::FastCgi(_) => Some("fastcgi"),
+            RouteTarget::Proxy(_) | RouteTarget::Redirect(_) => None,
+        }
+    }
+}
+
+/// A site root with symlinks resolved; as configured while it does not exist yet (every
+/// file is then missing, and a reload after it appears picks the real path up).
+fn canonical_root(root: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf())
 }
 
 // === impl PathTable ===
@@ -147,11 +237,34 @@ impl PathTable {
         }
     }
 
-    fn lookup(&self, path: &str) -> Option<usize> {
+    fn lookup(&self, path: &str) -> Option<Found> {
+        // Both maps are empty for most hosts: the common lookup pays two length checks.
+        if !self.exact.is_empty() {
+            if let Some(&index) = self.exact.get(path) {
+                return Some(Found::Route(index));
+            }
+        }
+        if !self.add_slash.is_empty() && !path.ends_with('/') {
+            if let Some(&index) = self.add_slash.get(path) {
+                return Some(Found::AddSlash(index));
+            }
+        }
         self.lengths
             .iter()
             .filter_map(|len| path.get(..*len))
             .find_map(|prefix| self.by_prefix.get(prefix).copied())
+            .map(Found::Route)
+    }
+
+    fn index_slashless(&mut self) {
+        for (prefix, &index) in &self.by_prefix {
+            let Some(bare) = prefix.strip_suffix('/').filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            if !self.by_prefix.contains_key(bare) && !self.exact.contains_key(bare) {
+                self.add_slash.insert(bare.to_owned(), index);
+            }
+        }
     }
 }
 
@@ -175,6 +288,10 @@ mod tests {
             max_body_size: None,
             request_buffering: true,
             rate_limit: None,
+            exact: false,
+            access: Default::default(),
+            headers: Default::default(),
+            compress: false,
         }
     }
 
@@ -293,6 +410,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn exact_paths_and_the_missing_slash() {
+        let host = || HostPattern::Exact("a.com".into());
+        let mut health = route(host(), "/health");
+        health.exact = true;
+        let table = RouteTable::new(
+            &[
+                route(host(), "/"),
+                route(host(), "/swarm/"),
+                health,
+                route(host(), "/api"),
+                route(host(), "/api/"),
+            ],
+            &[],
+            &[],
+        );
+        assert_eq!(table.find("a.com", "/health"), Some(Found::Route(2)));
+        // An exact route covers nothing below it.
+        assert_eq!(table.find("a.com", "/health/x"), Some(Found::Route(0)));
+        assert_eq!(table.find("a.com", "/swarm"), Some(Found::AddSlash(1)));
+        assert_eq!(table.find("a.com", "/swarm/x"), Some(Found::Route(1)));
+        // `/api` has a route of its own: no redirect.
+        assert_eq!(table.find("a.com", "/api"), Some(Found::Route(3)));
+        assert_eq!(table.lookup("a.com", "/swarm"), None);
     }
 
     #[test]

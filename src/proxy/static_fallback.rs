@@ -94,7 +94,8 @@ fn safe_join(dir: &Path, request_path: &str) -> Option<PathBuf> {
     Some(path)
 }
 
-fn content_type(path: &Path) -> &'static str {
+/// The media type of a file, by extension (also used by `static_site`).
+pub(super) fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
         "html" | "htm" => "text/html; charset=utf-8",
         "css" => "text/css; charset=utf-8",
@@ -108,6 +109,15 @@ fn content_type(path: &Path) -> &'static str {
         "ico" => "image/x-icon",
         "woff2" => "font/woff2",
         "txt" => "text/plain; charset=utf-8",
+        "xml" => "application/xml",
+        "pdf" => "application/pdf",
+        "wasm" => "application/wasm",
+        "woff" => "font/woff",
+        "avif" => "image/avif",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "csv" => "text/csv; charset=utf-8",
+        "map" => "application/json",
         _ => "application/octet-stream",
     }
 }

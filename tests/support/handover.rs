@@ -13,7 +13,9 @@
 //! - It reads one message (`recvmsg`, 2048 bytes of payload, up to 32 descriptors): the
 //!   payload is the listeners' keys joined by single spaces, the SCM_RIGHTS descriptors are
 //!   in the same order. The key is the address string the service was configured with; for
-//!   Headland, `SocketAddr::to_string()` of the `[listen]` entry (`src/server.rs`).
+//!   Headland, `SocketAddr::to_string()` of the `[listen]` entry (`src/server.rs`) or of a
+//!   `[[streams]] listen` address, once per address however many streams share it
+//!   (`src/stream/mod.rs`).
 //! - It closes the connection after reading, which is how the sender knows it arrived.
 //! - Services then take a listener from that table instead of binding (`from_raw_fd`, then
 //!   tokio): the descriptors must already be non-blocking. Descriptors whose key no service

@@ -9,9 +9,11 @@ pub mod etcd;
 pub mod handover;
 pub mod http1;
 pub mod pebble;
+pub mod php_fpm;
 pub mod ports;
 pub mod recorder;
 pub mod servers;
+pub mod tcp_servers;
 pub mod tls_client;
 
 use std::io::{BufRead, BufReader};
@@ -78,6 +80,8 @@ fn catches_sighup(pid: u32) -> bool {
 struct ListenAddresses {
     https: Vec<SocketAddr>,
     dns: Vec<SocketAddr>,
+    /// `[[streams]] listen`, each address once (several streams may share one).
+    streams: Vec<SocketAddr>,
 }
 
 fn listen_addresses(config: &str) -> ListenAddresses {
@@ -92,9 +96,19 @@ fn listen_addresses(config: &str) -> ListenAddresses {
             .filter_map(|v| v.as_str()?.parse().ok())
             .collect()
     };
+    let mut streams: Vec<SocketAddr> = table
+        .get("streams")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|stream| stream.get("listen")?.as_str()?.parse().ok())
+        .collect();
+    streams.sort();
+    streams.dedup();
     ListenAddresses {
         https: list("https"),
         dns: list("dns"),
+        streams,
     }
 }
 
@@ -142,8 +156,8 @@ impl Headland {
     /// Like `start_with`, with `dir` as the working and state directory (a second run over
     /// the same state).
     ///
-    /// Headland's HTTP and admin listeners, and any `[listen]` address on a port from
-    /// [`free_port`] (e.g. `https`), are bound here and handed to `headland run --upgrade`
+    /// Headland's HTTP and admin listeners, and any `[listen]` or `[[streams]] listen`
+    /// address on a port from [`free_port`] (e.g. `https`), are bound here and handed to `headland run --upgrade`
     /// over its upgrade socket (see `handover`), so the ports are never free for another
     /// process to take. Before, the ports came from `free_port()` as bare numbers that Headland
     /// bound later: when another test's upstream got one first, Pingora kept retrying the bind
@@ -215,6 +229,7 @@ impl Headland {
             listen
                 .https
                 .iter()
+                .chain(&listen.streams)
                 .filter_map(|addr| Some((*addr, ports::reserved_listener(*addr)?))),
         );
         // DNS sockets Headland binds itself (SO_REUSEPORT): reserved ports keep their UDP
@@ -337,6 +352,21 @@ impl Headland {
             .spawn()
             .expect("start upgraded headland");
         ChildGuard(child)
+    }
+
+    /// Waits (bounded) until a process from `spawn_upgrade` has opened the upgrade socket,
+    /// ready to take the listeners over when this one gets SIGQUIT.
+    pub async fn wait_upgrade_socket(&self) {
+        let socket = self.dir.join("upgrade.sock");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "new process never opened {}",
+                socket.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits (bounded) for the process to exit; true if it did.
