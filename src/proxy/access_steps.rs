@@ -67,7 +67,7 @@ impl HeadlandProxy {
             1 => headers.get(http::header::AUTHORIZATION),
             _ => None,
         };
-        match check.check(authorization, &self.bcrypt_slots).await {
+        match Box::pin(check.check(authorization, &self.bcrypt_slots)).await {
             Login::Valid => Ok(Outcome::Next),
             Login::Busy => Ok(Outcome::Reply(
                 Reply::error(503, "too many logins at once, try again")
@@ -102,7 +102,9 @@ impl HeadlandProxy {
             https: ctx.https,
             host: &ctx.host,
         };
-        let verdict = check.ask(&self.auth_connector, &original).await;
+        // Boxed: the exchange's future (a Pingora connect among it) is large, and inline it
+        // would grow every request's pipeline future, which is moved and allocated per request.
+        let verdict = Box::pin(check.ask(&self.auth_connector, &original)).await;
         let (status, detail, reason) = match verdict {
             Verdict::Allowed(copied) => {
                 // Only the auth service may say who the user is: the client's fields of these

@@ -311,15 +311,32 @@ impl HeadlandProxy {
         let Some(route) = ctx.snapshot.routes.matched(ctx.route) else {
             return Ok(Outcome::Next);
         };
+        if matches!(
+            route.target,
+            RouteTarget::Proxy(_) | RouteTarget::Redirect(_)
+        ) {
+            return Ok(Outcome::Next);
+        }
         let path = ctx
             .normalized_path
             .clone()
             .unwrap_or_else(|| session.req_header().uri.path().to_owned());
+        // Boxed, as forward-auth's exchange: these futures are large and rare, and inline they
+        // would grow the pipeline future every proxied request allocates and moves.
         match &route.target {
             RouteTarget::Static(site) => {
-                static_site::serve(session, &ctx.request_id, route, site, &path).await?;
+                Box::pin(static_site::serve(
+                    session,
+                    &ctx.request_id,
+                    route,
+                    site,
+                    &path,
+                ))
+                .await?;
             }
-            RouteTarget::FastCgi(site) => fastcgi::serve(session, ctx, route, site, &path).await?,
+            RouteTarget::FastCgi(site) => {
+                Box::pin(fastcgi::serve(session, ctx, route, site, &path)).await?;
+            }
             RouteTarget::Proxy(_) | RouteTarget::Redirect(_) => return Ok(Outcome::Next),
         }
         Ok(Outcome::Sent)
@@ -384,10 +401,9 @@ impl HeadlandProxy {
             Some(RouteFallback::StaticDir { dir, status }) => {
                 let (dir, status) = (dir.clone(), *status);
                 let path = session.req_header().uri.path().to_owned();
-                if static_fallback::serve(session, &dir, status, &retry_after, &path)
-                    .await
-                    .is_some()
-                {
+                // Boxed, as the other rare answers (see `local_site`).
+                let served = static_fallback::serve(session, &dir, status, &retry_after, &path);
+                if Box::pin(served).await.is_some() {
                     return Ok(Outcome::Sent);
                 }
             }
@@ -422,7 +438,15 @@ impl HeadlandProxy {
         }
         let limits = &ctx.snapshot.config.http;
         let spill_dir = ctx.snapshot.config.node.state_dir.join("body-buffers");
-        let read = BufferedBody::read(session, limits, max_body_size, &spill_dir).await;
+        // Boxed: reading (and maybe spilling) a body is a large future that requests without
+        // a body would otherwise carry in every pipeline future.
+        let read = Box::pin(BufferedBody::read(
+            session,
+            limits,
+            max_body_size,
+            &spill_dir,
+        ))
+        .await;
         if read.is_err() {
             // The rest of the body is still on the wire: this connection cannot carry another
             // request.
