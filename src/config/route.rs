@@ -192,46 +192,24 @@ fn action(
         );
         return None;
     }
-    // Keys each kind of answer has no use for, and how messages name that kind.
-    let (refused, kind): (&[&str], &str) = match first {
-        "redirect" => (
-            &[
-                "strip_prefix",
-                "max_body_size",
-                "request_buffering",
-                "fallback",
-                "request_headers",
-                "response_headers",
-                "cors",
-                "compress",
-            ],
-            "redirects",
-        ),
-        "static" => (
-            &[
-                "max_body_size",
-                "request_buffering",
-                "fallback",
-                "request_headers",
-                "response_headers",
-                "cors",
-                "compress",
-            ],
-            "static sites",
-        ),
-        "fastcgi" => (
-            &[
-                "strip_prefix",
-                "request_buffering",
-                "fallback",
-                "request_headers",
-                "response_headers",
-                "cors",
-                "compress",
-            ],
-            "fastcgi",
-        ),
+    // Keys each kind of answer has no use for, and how messages name that kind: the keys
+    // about forwarding, and for some kinds `strip_prefix` or `max_body_size` too.
+    const PROXY_ONLY: [&str; 6] = [
+        "request_buffering",
+        "fallback",
+        "request_headers",
+        "response_headers",
+        "cors",
+        "compress",
+    ];
+    let (also_refused, kind): (&[&str], &str) = match first {
+        "redirect" => (&["strip_prefix", "max_body_size"], "redirects"),
+        "static" => (&["max_body_size"], "static sites"),
+        "fastcgi" => (&["strip_prefix"], "fastcgi"),
         _ => (&[], ""),
+    };
+    let refused = |key: &&str| {
+        first != "upstream" && (PROXY_ONLY.contains(key) || also_refused.contains(key))
     };
     let present = [
         raw.strip_prefix
@@ -254,7 +232,7 @@ fn action(
         raw.compress.as_ref().map(|s| (s.span(), "compress")),
     ];
     for (span, key) in present.into_iter().flatten() {
-        if refused.contains(&key) {
+        if refused(&key) {
             sink.at(
                 span,
                 format!("{label}: {key} only applies to routes with an upstream, not {kind}"),
