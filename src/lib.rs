@@ -24,3 +24,18 @@ pub mod stream;
 pub mod tls;
 pub mod upstream;
 pub mod webhook;
+
+/// What unit tests share.
+#[cfg(test)]
+mod testing {
+    /// A new, empty directory under the system's temporary directory; the test removes it.
+    pub fn temp_dir(label: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "headland-{label}-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        dir
+    }
+}

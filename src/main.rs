@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use headland::acme::report;
-use headland::admin::client::post_reload;
+use headland::admin::client::{post_reload, send};
+use headland::admin::status as admin_status;
 use headland::cluster::{shared_config, status, Cluster};
 use headland::config::{self, ConfigError};
 use headland::demo::{self, DemoAddrs};
@@ -31,6 +32,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How diagnostics are written to stderr: `text`, or `json` (one object per line, for
+    /// the journal and log collectors). The access log on stdout is JSON either way.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -57,6 +68,12 @@ enum Command {
         /// Renew this ACME certificate (by its first name) now, back-off permitting.
         #[arg(long, value_name = "NAME")]
         renew: Option<String>,
+    },
+    /// What the running instance is doing: pools and each server's health, drain and last
+    /// check; regions and where DNS sends clients; certificates with days left.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// The nodes sharing this node's `[cluster]`: their status, and the routing configuration
     /// they share.
@@ -102,8 +119,8 @@ enum ClusterAction {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::Run {
@@ -116,14 +133,18 @@ fn main() -> ExitCode {
                     upgrade,
                     source: Some((path, text)),
                     shared,
+                    remove_on_exit: None,
                 };
-                server::run(config, options).map_err(anyhow::Error::from)
+                server::run(config, options)
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
             }
             Err(error) => return config_failed(&error),
         },
         Command::Reload { config } => return reload(&config),
         Command::Cluster { action } => return cluster(action),
         Command::Certs { config, renew } => return certs(&config, renew.as_deref()),
+        Command::Status { config } => return status(&config),
         Command::Demo {
             http,
             https,
@@ -148,6 +169,9 @@ fn main() -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("{warning}");
+            }
             println!(
                 "{}: ok ({} routes, {} upstreams)",
                 path.display(),
@@ -222,6 +246,39 @@ fn certs(path: &Path, renew: Option<&str>) -> ExitCode {
         }
         Err(error) => {
             eprintln!("headland certs: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(error) => return config_failed(&error),
+    };
+    let Some(admin) = config.listen.admin else {
+        eprintln!(
+            "{}: no [listen] admin, so there is no status to read",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    // Peers other than loopback need the token to read /status (see `admin`).
+    let token = config.admin_token.as_ref().map(|token| token.0.as_slice());
+    let answer = send(admin, "GET", "/status", token);
+    let status = match answer {
+        Ok((200, body)) => serde_json::from_str::<admin_status::Status>(&body)
+            .map_err(|e| format!("unexpected answer from {admin}: {e}")),
+        Ok((code, body)) => Err(format!("GET /status answered {code}: {}", body.trim_end())),
+        Err(error) => Err(format!("cannot reach the admin API at {admin}: {error}")),
+    };
+    match status {
+        Ok(status) => {
+            print!("{}", admin_status::summary(&status));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("headland status: {error}");
             ExitCode::FAILURE
         }
     }
@@ -322,22 +379,29 @@ fn config_failed(error: &ConfigError) -> ExitCode {
 }
 
 fn run_demo(addrs: DemoAddrs) -> anyhow::Result<()> {
-    let config = demo::prepare(addrs)?;
+    let (config, work_dir) = demo::prepare(addrs)?;
     println!("{}", demo::instructions(addrs));
-    server::run(config, StartOptions::default())?;
-    Ok(())
+    let options = StartOptions {
+        remove_on_exit: Some(work_dir.clone()),
+        ..StartOptions::default()
+    };
+    let Err(error) = server::run(config, options);
+    let _ = std::fs::remove_dir_all(work_dir);
+    Err(error.into())
 }
 
 /// Diagnostics go to stderr (stdout carries the access log); `RUST_LOG` sets the level.
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     // hickory-server logs every query at info: that is an access log, not a server log, and
     // at DNS rates it would cost more than answering. RUST_LOG can turn it back on.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     // Colour codes only on a terminal: the journal and log files would store them verbatim.
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

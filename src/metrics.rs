@@ -11,6 +11,8 @@ pub const HTTP_DURATION: &str = "headland_http_request_duration_seconds";
 pub const HTTP_IN_FLIGHT: &str = "headland_http_requests_in_flight";
 pub const UPSTREAM_UP: &str = "headland_upstream_up";
 pub const HEALTH_CHECKS: &str = "headland_upstream_health_checks_total";
+pub const HEALTH_CHECK_DURATION: &str = "headland_upstream_health_check_duration_seconds";
+pub const UPSTREAM_DRAINED: &str = "headland_upstream_drained";
 pub const CONNECT_ERRORS: &str = "headland_upstream_connect_errors_total";
 pub const RETRIES: &str = "headland_upstream_retries_total";
 pub const REGION_FALLBACKS: &str = "headland_region_fallback_total";
@@ -22,6 +24,8 @@ pub const CONFIG_GENERATION: &str = "headland_config_generation";
 pub const CLUSTER_FOLLOWING: &str = "headland_cluster_following";
 pub const BUILD_INFO: &str = "headland_build_info";
 pub const WEBHOOK_DELIVERIES: &str = "headland_webhook_deliveries_total";
+pub const WEBHOOK_SEQUENCE: &str = "headland_webhook_sequence";
+pub const WEBHOOK_DELIVERED_SEQUENCE: &str = "headland_webhook_delivered_sequence";
 pub const ACCESS_LOG_DROPPED: &str = "headland_access_log_dropped_total";
 pub const CERTIFICATE_EXPIRY: &str = "headland_tls_certificate_expiry_timestamp_seconds";
 pub const ACME_ORDERS: &str = "headland_acme_orders_total";
@@ -60,6 +64,12 @@ const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Health-check latency buckets, in seconds: a local app answers in well under a
+/// millisecond, a check times out after `timeout` (2 s by default).
+const CHECK_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
 /// Every metric Headland exports, registered once at start-up.
 pub struct Metrics {
     registry: Registry,
@@ -68,6 +78,8 @@ pub struct Metrics {
     pub http_in_flight: IntGaugeVec,
     pub upstream_up: IntGaugeVec,
     pub health_checks: IntCounterVec,
+    pub health_check_duration: HistogramVec,
+    pub upstream_drained: IntGaugeVec,
     pub connect_errors: IntCounterVec,
     pub retries: IntCounterVec,
     pub region_fallbacks: IntCounterVec,
@@ -79,6 +91,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub cluster_following: IntGauge,
     pub webhook_deliveries: IntCounterVec,
+    pub webhook_sequence: IntGauge,
+    pub webhook_delivered_sequence: IntGauge,
     pub access_log_dropped: IntCounter,
     pub certificate_expiry: IntGaugeVec,
     pub acme_orders: IntCounterVec,
@@ -124,11 +138,16 @@ impl Metrics {
             "HTTP requests being handled, by route.",
             &["route"],
         )?;
-        let upstream_up = gauge(UPSTREAM_UP, "1 if the upstream server may take requests (healthy or not yet checked), 0 if down or ejected.", &["upstream", "server"])?;
+        let upstream_up = gauge(UPSTREAM_UP, "1 if the upstream server is healthy (up or not yet checked), 0 if down or ejected; draining does not change it (see headland_upstream_drained).", &["upstream", "server"])?;
         let health_checks = counter(
             HEALTH_CHECKS,
             "Active health checks, by result (ok or fail).",
             &["upstream", "server", "result"],
+        )?;
+        let upstream_drained = gauge(
+            UPSTREAM_DRAINED,
+            "1 if an operator drained the server (no new requests; see POST /upstreams/POOL/SERVER/drain), else 0.",
+            &["upstream", "server"],
         )?;
         let connect_errors = counter(
             CONNECT_ERRORS,
@@ -230,6 +249,25 @@ impl Metrics {
             &["route", "upstream"],
         )?;
         registry.register(Box::new(http_duration.clone()))?;
+        let health_check_duration = HistogramVec::new(
+            HistogramOpts::new(
+                HEALTH_CHECK_DURATION,
+                "Time an active health check took to pass (connect, request, answer), by upstream and server; failed checks are counted in headland_upstream_health_checks_total only.",
+            )
+            .buckets(CHECK_BUCKETS.to_vec()),
+            &["upstream", "server"],
+        )?;
+        registry.register(Box::new(health_check_duration.clone()))?;
+        let webhook_sequence = IntGauge::new(
+            WEBHOOK_SEQUENCE,
+            "Sequence number of the last webhook event this node produced (the body's \"sequence\").",
+        )?;
+        registry.register(Box::new(webhook_sequence.clone()))?;
+        let webhook_delivered_sequence = IntGauge::new(
+            WEBHOOK_DELIVERED_SEQUENCE,
+            "Highest sequence number delivered to a webhook receiver; behind headland_webhook_sequence while deliveries wait or retry.",
+        )?;
+        registry.register(Box::new(webhook_delivered_sequence.clone()))?;
         let config_generation = IntGauge::new(
             CONFIG_GENERATION,
             "Generation of the configuration in use; starts at 1.",
@@ -282,6 +320,8 @@ impl Metrics {
             http_in_flight,
             upstream_up,
             health_checks,
+            health_check_duration,
+            upstream_drained,
             connect_errors,
             retries,
             region_fallbacks,
@@ -292,6 +332,8 @@ impl Metrics {
             config_generation,
             cluster_following,
             webhook_deliveries,
+            webhook_sequence,
+            webhook_delivered_sequence,
             access_log_dropped,
             certificate_expiry,
             acme_orders,

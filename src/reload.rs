@@ -20,6 +20,7 @@ use crate::cluster::shared_config::{self, SharedConfig};
 use crate::config::ConfigError;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::upstream::drain::Drains;
 
 pub struct Reloader {
     path: PathBuf,
@@ -27,6 +28,8 @@ pub struct Reloader {
     shared: Option<Arc<SharedConfig>>,
     snapshots: Arc<SnapshotCell>,
     metrics: Arc<Metrics>,
+    /// Servers an operator drained: a server the new configuration adds back stays drained.
+    drains: Arc<Drains>,
     /// Reloads run one at a time so generations stay in order.
     running: tokio::sync::Mutex<()>,
     status: Mutex<ReloadStatus>,
@@ -96,7 +99,7 @@ impl Reloader {
     pub fn new(
         path: PathBuf,
         text: &str,
-        (snapshots, metrics): (Arc<SnapshotCell>, Arc<Metrics>),
+        (snapshots, metrics, drains): (Arc<SnapshotCell>, Arc<Metrics>, Arc<Drains>),
         shared: Option<Arc<SharedConfig>>,
     ) -> Self {
         let status = ReloadStatus {
@@ -115,6 +118,7 @@ impl Reloader {
             shared,
             snapshots,
             metrics,
+            drains,
             running: tokio::sync::Mutex::new(()),
             status: Mutex::new(status),
         }
@@ -162,6 +166,9 @@ impl Reloader {
         // Reading and building can take a while for large configs: keep it off the runtime.
         let built = tokio::task::spawn_blocking(move || {
             let (config, text) = shared_config::load(&path, shared.as_deref().map(String::as_str))?;
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
             let current = snapshots.load();
             let listen_changed = config.listen != current.config.listen
                 || crate::stream::listen_addresses(&config)
@@ -180,6 +187,7 @@ impl Reloader {
             }
         };
         let generation = next.generation;
+        self.drains.apply(&next.pools);
         self.snapshots.publish(next);
         if let Ok(mut status) = self.status.lock() {
             status.generation = generation;
@@ -310,7 +318,16 @@ mod tests {
         let config = config::parse(text, "headland.toml", &dir).unwrap();
         let snapshots = Arc::new(SnapshotCell::new(Snapshot::build(config, 1, None)));
         let metrics = Arc::new(Metrics::new().unwrap());
-        let reloader = Reloader::new(path.clone(), text, (Arc::clone(&snapshots), metrics), None);
+        let reloader = Reloader::new(
+            path.clone(),
+            text,
+            (
+                Arc::clone(&snapshots),
+                metrics,
+                Arc::new(Drains::in_memory()),
+            ),
+            None,
+        );
         let watcher = ReloadOnChange::config_file(Arc::new(reloader));
 
         // Replaced as deploy tools do, by renaming a new file over it, before the start.

@@ -9,13 +9,13 @@ use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::acme::{Acme, AcmeService};
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, AdminParts};
 use crate::cluster::health::SharedHealth;
 use crate::cluster::shared_config::SharedConfig;
 use crate::cluster::{Cluster, ClusterService};
@@ -31,6 +31,7 @@ use crate::shutdown::ExitWhenDrained;
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::stream::{self, OpenStreams, StreamProxy};
 use crate::tls::{self, SniResolver};
+use crate::upstream::drain::Drains;
 use crate::upstream::registry::{HealthRegistry, HealthService};
 use crate::webhook::Webhooks;
 
@@ -44,6 +45,9 @@ pub struct StartOptions {
     pub source: Option<(PathBuf, String)>,
     /// In a cluster, the shared routing configuration the configuration was built with.
     pub shared: Option<String>,
+    /// A directory removed when the process exits normally (the demo's files, private key
+    /// included). Default: none.
+    pub remove_on_exit: Option<PathBuf>,
 }
 
 /// Why the server could not start.
@@ -67,7 +71,7 @@ pub enum StartError {
 }
 
 /// Builds every service and runs until a shutdown signal; does not return on success.
-pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
+pub fn run(config: Config, options: StartOptions) -> Result<std::convert::Infallible, StartError> {
     let metrics = Arc::new(Metrics::new().map_err(StartError::Metrics)?);
     let access_log = AccessLog::start(&config.access_log, metrics.access_log_dropped.clone())
         .map_err(StartError::AccessLog)?;
@@ -89,7 +93,13 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     if let Err(error) = pid_file::write(&config.node.state_dir) {
         tracing::warn!(%error, dir = %config.node.state_dir.display(), "cannot write the pid file; `headland reload` will need the admin API");
     }
-    let snapshots = Arc::new(SnapshotCell::new(Snapshot::build(config, 1, None)));
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let drains = Arc::new(Drains::load(&config.node.state_dir));
+    let first = Snapshot::build(config, 1, None);
+    drains.apply(&first.pools);
+    let snapshots = Arc::new(SnapshotCell::new(first));
 
     let opt = Opt {
         upgrade: options.upgrade,
@@ -151,6 +161,7 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
             connections,
             streams: open_streams,
             access_log,
+            remove_on_exit: options.remove_on_exit.clone(),
         },
     ));
 
@@ -162,7 +173,11 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
         Arc::new(Reloader::new(
             path,
             &text,
-            (Arc::clone(&snapshots), Arc::clone(&metrics)),
+            (
+                Arc::clone(&snapshots),
+                Arc::clone(&metrics),
+                Arc::clone(&drains),
+            ),
             shared_config.clone(),
         ))
     });
@@ -184,15 +199,18 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     }
 
     if let Some(admin_addr) = listen.admin {
-        let app = AdminApp::new(
-            Arc::clone(&snapshots),
-            Arc::clone(&metrics),
-            reloader.clone(),
-            Arc::clone(&acme),
-            cluster
+        let app = AdminApp::new(AdminParts {
+            snapshots: Arc::clone(&snapshots),
+            metrics: Arc::clone(&metrics),
+            reloader: reloader.clone(),
+            acme: Arc::clone(&acme),
+            registry: Arc::clone(&registry),
+            drains: Arc::clone(&drains),
+            webhooks: Arc::clone(&webhooks),
+            cluster: cluster
                 .as_ref()
                 .map(|c| (Arc::clone(c), Arc::clone(&shared_health))),
-        );
+        });
         let mut admin = Service::new("headland admin".to_owned(), app);
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
@@ -231,6 +249,7 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     let health = HealthService {
         registry,
         snapshots: Arc::clone(&snapshots),
+        drains,
     };
     server.add_service(background_service("health checks", health));
     let certificates = AcmeService::new(
@@ -259,7 +278,10 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), StartError> {
     for addr in &stream_listen {
         tracing::info!(%addr, "stream listener");
     }
-    server.run_forever()
+    // Pingora returns here after SIGINT, or when a graceful shutdown outlived its grace
+    // period; `ExitWhenDrained` exits earlier when the last connection closes.
+    server.run(RunArgs::default());
+    crate::shutdown::exit(options.remove_on_exit.as_deref())
 }
 
 /// Plain HTTP connections read straight into Pingora's HTTP parser buffer. Pingora's default

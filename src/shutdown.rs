@@ -9,6 +9,7 @@
 //! `[node] shutdown_timeout`, and this service ends the process as soon as the last client
 //! connection has closed, which is at once when nothing is in flight.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub struct ExitWhenDrained {
     /// `[[streams]]` connections, which an upgrade must not cut either.
     pub streams: Arc<OpenStreams>,
     pub access_log: Arc<AccessLog>,
+    /// See `StartOptions::remove_on_exit`.
+    pub remove_on_exit: Option<PathBuf>,
 }
 
 #[async_trait]
@@ -45,6 +48,16 @@ impl BackgroundService for ExitWhenDrained {
         // The log writer is a plain thread; waiting for it must not block this runtime.
         let _ = tokio::task::spawn_blocking(move || access_log.flush(LOG_FLUSH_LIMIT)).await;
         tracing::info!("every connection closed; exiting");
-        std::process::exit(0);
+        exit(self.remove_on_exit.as_deref());
     }
+}
+
+/// Ends the process with success, removing `remove` first.
+pub fn exit(remove: Option<&Path>) -> ! {
+    if let Some(dir) = remove {
+        if let Err(error) = std::fs::remove_dir_all(dir) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot remove the working directory");
+        }
+    }
+    std::process::exit(0)
 }

@@ -655,6 +655,20 @@ impl Entry {
             .max(self.lock_retry_at.unwrap_or(UNIX_EPOCH))
     }
 
+    /// When a new certificate will be ordered, as far as is known now: the renewal time
+    /// (a third of the lifetime left, or the CA's window), delayed by back-off or another
+    /// node's lock. Unlike `next_action`, not the next renewal-information check, which
+    /// orders nothing unless the CA moved the window.
+    fn next_renewal(&self) -> SystemTime {
+        let wanted = match (&self.current, self.renew_at) {
+            (Some(_), Some(renew_at)) => renew_at,
+            _ => UNIX_EPOCH,
+        };
+        wanted
+            .max(self.failures.not_before_time().unwrap_or(UNIX_EPOCH))
+            .max(self.lock_retry_at.unwrap_or(UNIX_EPOCH))
+    }
+
     fn status(&self) -> CertStatus {
         let now = SystemTime::now();
         let facts = self.current.as_ref().map(|c| &c.facts);
@@ -672,7 +686,7 @@ impl Entry {
             state: state.to_owned(),
             issuer: facts.map(|f| f.issuer.clone()),
             not_after: facts.map(|f| unix(f.not_after)),
-            next_renewal: Some(unix(self.next_action().max(now))),
+            next_renewal: Some(unix(self.next_renewal().max(now))),
             last_error: self.failures.last_error.clone(),
             failures: self.failures.count,
         }
@@ -725,5 +739,35 @@ mod tests {
         };
         assert_eq!(entry.next_action(), UNIX_EPOCH);
         let _ = entry.status();
+    }
+
+    /// `headland certs` once showed the next renewal-information check (issue time + 1 s)
+    /// as the next renewal of a certificate valid for years.
+    #[test]
+    fn the_next_renewal_is_the_renewal_time_not_the_next_information_check() {
+        let dir = crate::testing::temp_dir("next-renewal");
+        let store = CertStore::new(&dir);
+        let certificate = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        store
+            .save_certificate(
+                "a.test",
+                &certificate.signing_key.serialize_pem(),
+                &certificate.cert.pem(),
+            )
+            .unwrap();
+        let entry = Entry::load("a.test", &["a.test".to_owned()], &store);
+        let now = SystemTime::now();
+        assert!(
+            entry.next_action() <= now,
+            "renewal information is asked for at once"
+        );
+        let facts = &entry.current.as_ref().unwrap().facts;
+        let status = entry.status();
+        assert_eq!(
+            status.next_renewal,
+            Some(unix(schedule::renew_at_third_left(facts))),
+            "a third of the lifetime before expiry"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

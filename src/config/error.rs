@@ -39,6 +39,7 @@ pub struct ErrorSink<'a> {
     /// the file each time (a 10,000-route file asks once per route).
     line_starts: std::cell::OnceCell<Vec<usize>>,
     errors: Vec<LocatedError>,
+    warnings: Vec<LocatedError>,
 }
 
 /// Suggests the closest known name for a misspelt one, if any is close enough to be a typo.
@@ -101,7 +102,27 @@ impl<'a> ErrorSink<'a> {
             text,
             line_starts: std::cell::OnceCell::new(),
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Records a problem that does not stop the file from loading: `headland check` prints
+    /// it, `run` and reloads log it.
+    pub fn warn_at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = self.locate(span.start);
+        self.warnings.push(LocatedError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: format!("warning: {}", message.into()),
+        });
+    }
+
+    /// The warnings so far, sorted by position.
+    pub fn take_warnings(&mut self) -> Vec<LocatedError> {
+        let mut warnings = std::mem::take(&mut self.warnings);
+        warnings.sort_by_key(|w| (w.line, w.column));
+        warnings
     }
 
     /// Records `message` at the start of `span` (a byte range into the file).

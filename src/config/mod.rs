@@ -6,6 +6,7 @@
 
 mod access;
 mod acme;
+mod cert_coverage;
 mod cluster;
 mod dns;
 mod dns_rrl;
@@ -81,6 +82,9 @@ pub struct Config {
     pub resolver: ResolverConfig,
     /// `[[streams]]`: TCP and TLS-passthrough proxying, in file order. Default: none.
     pub streams: Vec<StreamConfig>,
+    /// Located problems that do not stop the file from loading (a host no certificate
+    /// covers), as `FILE:LINE:COL: warning: message`.
+    pub warnings: Vec<LocatedError>,
 }
 
 /// Bytes that must never reach a log line or an error message.
@@ -116,7 +120,7 @@ pub struct ListenConfig {
     pub http: Vec<SocketAddr>,
     /// HTTPS listeners (TLS 1.2/1.3, HTTP/2 and HTTP/1.1 by ALPN). Default: none.
     pub https: Vec<SocketAddr>,
-    /// Admin API (health, later metrics and reload). Default: `127.0.0.1:9180`; `None` = off.
+    /// Admin API (status page, metrics, reload, drain). Default: `127.0.0.1:9180`; `None` = off.
     pub admin: Option<SocketAddr>,
     /// DNS listeners, UDP and TCP on each address. Default: none.
     pub dns: Vec<SocketAddr>,

@@ -82,6 +82,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         .as_ref()
         .map(|acme| super::acme::acme(acme, &tls, &routes, (&listen, &dns), base_dir, &mut sink));
     check_region_fallbacks(&raw, &node, &dns, &mut sink);
+    super::cert_coverage::check(&raw.routes, &listen, (&tls, acme.as_ref()), &mut sink);
     let cluster = raw
         .cluster
         .as_ref()
@@ -103,6 +104,7 @@ pub fn validate(text: &str, file: &str, base_dir: &Path) -> Result<Config, Locat
         return Err(sink.finish());
     }
     Ok(Config {
+        warnings: sink.take_warnings(),
         node,
         listen,
         client_ip,

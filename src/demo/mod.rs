@@ -5,7 +5,8 @@
 pub mod echo;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use crate::config::{self, Config, LocatedErrors};
 
@@ -13,6 +14,8 @@ const TEMPLATE: &str = include_str!("demo.toml");
 const ZONE: &str = include_str!("demo.zone");
 /// The repository's test GeoIP database (13 KiB), so the demo needs no download.
 const GEOIP_DATABASE: &[u8] = include_bytes!("../../geoip/test-city.mmdb");
+/// The demo's files live in `<temp>/headland-demo-<pid>`.
+const WORK_DIR_PREFIX: &str = "headland-demo-";
 const PLACEHOLDER_HTML: &str = "<!doctype html>\n<title>Back soon</title>\n<h1>We'll be right back</h1>\n<p>Served by Headland from the static fallback while the app is down.</p>\n";
 
 /// Where the demo listens.
@@ -39,9 +42,44 @@ pub enum DemoError {
 }
 
 /// Starts the demo upstreams on a background runtime and returns the proxy configuration
-/// that fronts them.
-pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
-    let work_dir = std::env::temp_dir().join(format!("headland-demo-{}", std::process::id()));
+/// that fronts them, and the directory of its files (certificate, key, zone, state) for the
+/// caller to remove when the demo ends.
+pub fn prepare(addrs: DemoAddrs) -> Result<(Config, PathBuf), DemoError> {
+    remove_abandoned_work_dirs();
+    let work_dir = std::env::temp_dir().join(format!("{WORK_DIR_PREFIX}{}", std::process::id()));
+    match prepare_in(addrs, &work_dir) {
+        Ok(config) => Ok((config, work_dir)),
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&work_dir);
+            Err(error)
+        }
+    }
+}
+
+/// Removes the directories of demos that ended without cleaning up (killed with SIGKILL,
+/// or a machine that lost power): those whose process is gone.
+fn remove_abandoned_work_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORK_DIR_PREFIX))
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn prepare_in(addrs: DemoAddrs, work_dir: &Path) -> Result<Config, DemoError> {
     let placeholder = work_dir.join("placeholder");
     std::fs::create_dir_all(&placeholder).map_err(DemoError::Files)?;
     std::fs::write(placeholder.join("index.html"), PLACEHOLDER_HTML).map_err(DemoError::Files)?;
@@ -56,7 +94,18 @@ pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
         work_dir.join("demo-key.pem"),
     );
     std::fs::write(&cert_path, certificate.cert.pem()).map_err(DemoError::Files)?;
-    std::fs::write(&key_path, certificate.signing_key.serialize_pem()).map_err(DemoError::Files)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .and_then(|mut file| {
+            std::io::Write::write_all(
+                &mut file,
+                certificate.signing_key.serialize_pem().as_bytes(),
+            )
+        })
+        .map_err(DemoError::Files)?;
     let (geoip_path, zone_path) = (
         work_dir.join("test-city.mmdb"),
         work_dir.join("example.com.zone"),
@@ -84,7 +133,7 @@ pub fn prepare(addrs: DemoAddrs) -> Result<Config, DemoError> {
         .replace("{zone}", &path_text(&zone_path))
         .replace("{cert}", &path_text(&cert_path))
         .replace("{key}", &path_text(&key_path))
-        .replace("{state_dir}", &path_text(&work_dir))
+        .replace("{state_dir}", &path_text(work_dir))
         .replace("{placeholder}", &path_text(&placeholder))
         .replace("{pm2}", &port(&pm2)?.to_string())
         .replace("{docker}", &port(&docker)?.to_string())

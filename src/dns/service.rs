@@ -196,12 +196,7 @@ impl DnsState for HeadlandDns {
     }
 
     fn region_up(&self, name: &str, region: &str) -> bool {
-        if !self.registry.regions.is_up(region) {
-            return false;
-        }
-        let snapshot = self.snapshots.load();
-        let local = snapshot.config.node.region.as_deref() == Some(region);
-        !(local && local_pool_down(&snapshot, name))
+        region_serves(&self.registry, &self.snapshots.load(), name, region)
     }
 
     fn record(&self, outcome: &QueryOutcome) {
@@ -243,6 +238,21 @@ impl DnsState for HeadlandDns {
             Verdict::Send => {}
         }
     }
+}
+
+/// Whether DNS may give out `region` for the geo name `name`: the region is up and, when it
+/// is this node's own, the pool behind `name` here can serve.
+pub fn region_serves(
+    registry: &HealthRegistry,
+    snapshot: &Snapshot,
+    name: &str,
+    region: &str,
+) -> bool {
+    if !registry.regions.is_up(region) {
+        return false;
+    }
+    let local = snapshot.config.node.region.as_deref() == Some(region);
+    !(local && local_pool_down(snapshot, name))
 }
 
 /// This node's own region is no good for `name` when the pool its route for `name` forwards

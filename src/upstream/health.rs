@@ -2,9 +2,16 @@
 //! `fall` failures in a row take it down, so a flapping server does not flap the pool.
 //!
 //! Written by the server's single check task, read by every request: plain atomics suffice.
+//! The record of recent checks (for the status page) sits behind a lock that only the check
+//! task and the admin API take, never a request.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Checks remembered per server for the status page's latency line.
+pub const RECENT_CHECKS: usize = 30;
 
 /// What the proxy knows about a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +34,24 @@ pub struct ServerHealth {
     state: AtomicU8,
     successes: AtomicU32,
     failures: AtomicU32,
+    checks: Mutex<CheckHistory>,
+}
+
+/// One active check's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRecord {
+    pub at: SystemTime,
+    pub latency: Duration,
+    /// Why it failed; `None` when it passed.
+    pub error: Option<String>,
+}
+
+/// The last check and the latencies of the recent ones (`None` for a failed check), oldest
+/// first.
+#[derive(Debug, Clone, Default)]
+pub struct CheckHistory {
+    pub last: Option<CheckRecord>,
+    pub recent: VecDeque<Option<Duration>>,
 }
 
 // === impl Health ===
@@ -68,7 +93,26 @@ impl ServerHealth {
             state: AtomicU8::new(initial.as_u8()),
             successes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
+            checks: Mutex::default(),
         }
+    }
+
+    /// Remembers one check for the status page.
+    pub fn remember(&self, record: CheckRecord) {
+        let Ok(mut checks) = self.checks.lock() else {
+            return;
+        };
+        if checks.recent.len() == RECENT_CHECKS {
+            checks.recent.pop_front();
+        }
+        let latency = record.error.is_none().then_some(record.latency);
+        checks.recent.push_back(latency);
+        checks.last = Some(record);
+    }
+
+    /// The checks remembered so far.
+    pub fn history(&self) -> CheckHistory {
+        self.checks.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     pub fn get(&self) -> Health {
@@ -147,6 +191,35 @@ mod tests {
         assert_eq!(health.get(), Health::Down);
         assert_eq!(health.record(true, 2, 3), Some(Transition::WentUp));
         assert_eq!(health.get(), Health::Up);
+    }
+
+    #[test]
+    fn the_history_keeps_the_last_check_and_a_bounded_line_of_latencies() {
+        let health = ServerHealth::default();
+        let check = |ms: u64, error: Option<&str>| CheckRecord {
+            at: SystemTime::now(),
+            latency: Duration::from_millis(ms),
+            error: error.map(str::to_owned),
+        };
+        for ms in 0..RECENT_CHECKS as u64 + 5 {
+            health.remember(check(ms, None));
+        }
+        health.remember(check(7, Some("connect failed")));
+        let history = health.history();
+        assert_eq!(history.recent.len(), RECENT_CHECKS);
+        assert_eq!(
+            history.recent.front(),
+            Some(&Some(Duration::from_millis(6)))
+        );
+        assert_eq!(
+            history.recent.back(),
+            Some(&None),
+            "a failed check has no latency"
+        );
+        assert_eq!(
+            history.last.and_then(|l| l.error).as_deref(),
+            Some("connect failed")
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! is swapped whole when a name's addresses change; a server that stays keeps its state.
 
 mod balance;
+pub mod drain;
 pub mod health;
 mod probe;
 pub mod regions;
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -50,6 +51,8 @@ pub struct UpstreamServer {
     pub label: String,
     /// Requests currently using this server (for `least_conn`).
     in_flight: AtomicUsize,
+    /// Taken out by an operator (`drain::Drains`): no new requests, whatever its health.
+    drained: AtomicBool,
     pub health: ServerHealth,
     pub passive: PassiveState,
 }
@@ -127,14 +130,35 @@ impl UpstreamServer {
             endpoint,
             host,
             in_flight: AtomicUsize::new(0),
+            drained: AtomicBool::new(false),
             health: ServerHealth::new(initial),
             passive: PassiveState::default(),
         }
     }
 
-    /// Whether requests may go here: not known down, not ejected.
+    /// Whether requests may go here: healthy and not drained.
     pub fn is_usable(&self) -> bool {
+        self.is_healthy() && !self.is_drained()
+    }
+
+    /// Not known down, not ejected: what `headland_upstream_up` reports, drained or not.
+    pub fn is_healthy(&self) -> bool {
         self.health.get().is_usable() && !self.passive.is_ejected()
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Requests already on the server finish; `select` stops choosing it.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
+    }
+
+    /// Whether `id` names this server: its address (or `unix:` path) as listed in status,
+    /// or the `NAME:PORT` it was resolved from, which names every address of that name.
+    pub fn is_named(&self, id: &str) -> bool {
+        self.label == id || (self.host.is_some() && self.authority() == id)
     }
 
     pub fn in_flight(&self) -> usize {

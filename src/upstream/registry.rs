@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -13,7 +13,8 @@ use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
 use tokio::task::JoinHandle;
 
-use super::health::Transition;
+use super::drain::Drains;
+use super::health::{CheckRecord, Transition};
 use super::probe::Prober;
 use super::regions::RegionHealth;
 use super::resolve::NameRegistry;
@@ -53,6 +54,8 @@ struct CheckTask {
 pub struct HealthService {
     pub registry: Arc<HealthRegistry>,
     pub snapshots: Arc<SnapshotCell>,
+    /// A host name's new address that an operator drained (by `NAME:PORT`) is drained too.
+    pub drains: Arc<Drains>,
 }
 
 // === impl HealthRegistry ===
@@ -164,15 +167,28 @@ async fn run_checks(
     let fail_counter = metrics
         .health_checks
         .with_label_values(&[&pool, &server.label, "fail"]);
+    let latency = metrics
+        .health_check_duration
+        .with_label_values(&[&pool, &server.label]);
     loop {
+        let started = Instant::now();
         let result = prober.probe(&peer, &host, &check).await;
+        let took = started.elapsed();
         match &result {
-            Ok(()) => ok_counter.inc(),
+            Ok(()) => {
+                ok_counter.inc();
+                latency.observe(took.as_secs_f64());
+            }
             Err(reason) => {
                 fail_counter.inc();
                 tracing::debug!(upstream = %pool, server = %server.label, %reason, "health check failed");
             }
         }
+        server.health.remember(CheckRecord {
+            at: SystemTime::now(),
+            latency: took,
+            error: result.as_ref().err().map(ToString::to_string),
+        });
         if let Some(transition) = server.health.record(result.is_ok(), check.rise, check.fall) {
             let (kind, detail) = match transition {
                 Transition::WentDown => {
@@ -211,7 +227,11 @@ impl BackgroundService for HealthService {
                     self.registry.apply(&self.snapshots.load());
                 }
                 // A host name's addresses changed a pool's servers.
-                () = resolved.notified() => self.registry.apply(&self.snapshots.load()),
+                () = resolved.notified() => {
+                    let snapshot = self.snapshots.load();
+                    self.drains.apply(&snapshot.pools);
+                    self.registry.apply(&snapshot);
+                }
                 _ = shutdown.changed() => break,
             }
         }

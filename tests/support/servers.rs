@@ -261,3 +261,61 @@ impl CountingRelay {
         self.accepted.load(Ordering::SeqCst)
     }
 }
+
+/// An upstream that holds every request until the test releases one: a request "in flight"
+/// for as long as the test wants. Answers `x-served-by: NAME`.
+pub struct HeldUpstream {
+    pub addr: SocketAddr,
+    arrived: tokio::sync::watch::Receiver<usize>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl HeldUpstream {
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (arrivals, arrived) = tokio::sync::watch::channel(0usize);
+        let arrivals = Arc::new(arrivals);
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let (name, gate) = (name.to_owned(), Arc::clone(&release));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (name, gate, arrivals) =
+                    (name.clone(), Arc::clone(&gate), Arc::clone(&arrivals));
+                tokio::spawn(async move {
+                    while read_request(&mut stream).await.is_some() {
+                        arrivals.send_modify(|n| *n += 1);
+                        gate.acquire().await.unwrap().forget();
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\nx-served-by: {name}\r\ncontent-length: {}\r\n\r\n{name}",
+                            name.len()
+                        );
+                        if stream.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            arrived,
+            release,
+        }
+    }
+
+    /// Waits until `n` requests have arrived in all.
+    pub async fn wait_arrivals(&self, n: usize) {
+        let mut arrived = self.arrived.clone();
+        arrived.wait_for(|count| *count >= n).await.unwrap();
+    }
+
+    pub fn arrivals(&self) -> usize {
+        *self.arrived.borrow()
+    }
+
+    /// Lets one held request be answered.
+    pub fn release_one(&self) {
+        self.release.add_permits(1);
+    }
+}
