@@ -283,3 +283,36 @@ async fn a_test_webhook_reaches_a_receiver_that_checks_its_signature_in_sequence
         Some(after as f64)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headland_status_prints_each_server_with_its_drain() {
+    let a = echo_upstream("a").await;
+    let b = echo_upstream("b").await;
+    let headland = Headland::start(&pool_config(a, b));
+    let response = post(
+        headland.admin,
+        &format!("/upstreams/app/{a}/drain"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let output = std::process::Command::new(support::binary())
+        .args(["status", "--config"])
+        .arg(headland.config_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.starts_with("node test (region none)"), "{stdout}");
+    let row = |server: SocketAddr| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with("app") && l.contains(&server.to_string()))
+            .unwrap_or_else(|| panic!("no row for {server} in\n{stdout}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(row(a), format!("app {a} unknown drained 0 -"));
+    assert_eq!(row(b), format!("app {b} unknown - 0 -"));
+}

@@ -150,6 +150,38 @@ async fn demo_runs_with_no_setup_and_prints_what_to_try() {
             .await;
         assert_eq!(addresses(&answer), vec![region], "{subnet}");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Ctrl-C: the demo's files, its private key included, go with it.
+    let files = std::env::temp_dir().join(format!("headland-demo-{}", child.id()));
+    assert!(files.join("demo-key.pem").exists());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!files.exists(), "{} left behind", files.display());
+}
+
+#[test]
+fn check_warns_about_a_host_no_certificate_covers_and_still_accepts_the_file() {
+    let dir = scratch_dir();
+    let config = dir.join("headland.toml");
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/dev/example.com");
+    std::fs::write(
+        &config,
+        format!("[listen]\nhttps = [\"127.0.0.1:8443\"]\n\n[[certificates]]\nnames = [\"example.com\", \"*.example.com\"]\ncert_file = \"{certs}.pem\"\nkey_file = \"{certs}.key\"\n\n[upstreams.app]\nservers = [\"127.0.0.1:5000\"]\n\n[[routes]]\nhost = \"app.example.com\"\nupstream = \"app\"\n\n[[routes]]\nhost = \"shop.test\"\nupstream = \"app\"\n"),
+    )
+    .unwrap();
+    let output = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        format!(
+            "{}:17:8: warning: no certificate covers route host \"shop.test\": HTTPS clients get the default certificate; add a [[certificates]] entry with its name, or an [acme] section\n",
+            config.display()
+        )
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
