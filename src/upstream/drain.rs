@@ -128,7 +128,8 @@ impl Drains {
             })
             .unwrap_or_default();
         // Undrain also clears a name the pool lost since, so that it cannot come back drained.
-        if matched.is_empty() && !(!drain && drained.contains(&entry)) {
+        let clears_a_lost_name = !drain && drained.contains(&entry);
+        if matched.is_empty() && !clears_a_lost_name {
             return Ok(DrainChange::Unknown);
         }
         let mut next = drained.clone();
