@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
-# Headland beside nginx (one worker) and HAProxy (one thread) on this machine, in the same
-# run: all three proxy the same loopback upstream with keep-alive upstream connections and
-# no access log, and wrk drives the same HTTP/1.1 keep-alive load at each in turn, rounds
-# alternating so that drift hits all equally. Prints requests/s, p50/p99 latency, CPU
-# seconds per 100k requests and peak RSS for each, the ratios, and the upstream served
-# directly (the ceiling).
+# Headland beside nginx (workers), HAProxy (threads) and Caddy (GOMAXPROCS) on this machine,
+# in the same run: all four proxy the same loopback upstream with keep-alive upstream
+# connections and no access log, and wrk drives the same HTTP/1.1 keep-alive load at each in
+# turn, rounds alternating so that drift hits all equally. Prints requests/s, p50/p99
+# latency, CPU seconds per 100k requests and peak RSS for each, the ratios, and the upstream
+# served directly (the ceiling).
 #
 # Then, with the first worker count:
 #   * access log on vs off: a second Headland (and nginx) writing its access log to a file,
 #     in the same rounds as the HTTP/1.1 small-response measurement;
 #   * idle keep-alive connections: the RSS they cost;
-#   * HTTP/2 over TLS: the three servers terminate TLS with the same self-signed ECDSA P-256
+#   * idle proxied WebSocket connections, client and upstream sides held open: the RSS they
+#     cost (fresh processes in front of benches/compare/ws_upstream.py);
+#   * HTTP/2 over TLS: the four servers terminate TLS with the same self-signed ECDSA P-256
 #     certificate (HTTP/2 by ALPN) and proxy over HTTP/1.1 keep-alive; h2load drives it;
 #   * new TLS handshakes per second: ab over HTTPS without keep-alive, so every request is a
 #     new TCP connection and a full handshake (ab never offers a session to resume).
 #
-#   benches/compare/http.sh                 # defaults below, about 3.5 minutes
+#   benches/compare/http.sh                 # defaults below, about 5 minutes
 #   DURATION=10 ROUNDS=3 WORKERS="1 2" benches/compare/http.sh
+#   HEADLAND_BIN=/tmp/headland-before benches/compare/http.sh   # measure another build
 #
 # Loopback only; every process it starts is stopped on exit.
 set -euo pipefail
+# A relative HEADLAND_BIN names a file from where the script was started, not the checkout.
+if [ -n "${HEADLAND_BIN:-}" ]; then HEADLAND_BIN=$(realpath -m "$HEADLAND_BIN"); fi
 cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-4}      # seconds of load per measurement
@@ -30,24 +35,42 @@ BASE_PORT=${BASE_PORT:-18900}
 # Idle connections for the RSS scenario (0 skips it). HAProxy needs two descriptors per
 # connection, so with the hard limit of 20,000 open files found here 9,000 is what fits.
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-9000}
+# Idle proxied WebSocket connections (0 skips it). Each costs the proxy two descriptors, a
+# client's and an upstream's: 9,000 is again what fits under 20,000 (at most 9,300 there).
+WS_CONNECTIONS=${WS_CONNECTIONS:-9000}
 ACCESS_LOG=${ACCESS_LOG:-1}  # 1: also measure Headland and nginx with their access log on
 TLS=${TLS:-1}                # 1: the HTTP/2-over-TLS and TLS handshake scenarios
 H2_CLIENTS=${H2_CLIENTS:-10} # h2load connections ...
 H2_STREAMS=${H2_STREAMS:-10} # ... and concurrent streams on each
 HANDSHAKE_CONCURRENCY=${HANDSHAKE_CONCURRENCY:-$CONNECTIONS}  # ab -c
 
+# Idle connections need file descriptors: one per connection in the client and the server,
+# two per WebSocket connection in the proxy, and nginx wants a sixteenth of them spare.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if [ $((2 * WS_CONNECTIONS * 16 / 15 + 100)) -gt "$(ulimit -n)" ]; then
+  echo "WS_CONNECTIONS=$WS_CONNECTIONS: each proxy needs two descriptors per connection (and nginx a sixteenth more), and the limit of open files here is $(ulimit -n)" >&2
+  exit 1
+fi
+
 missing=()
-for pair in nginx:nginx haproxy:haproxy wrk:wrk nghttp2-client:h2load apache2-utils:ab openssl:openssl; do
+for pair in nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk nghttp2-client:h2load apache2-utils:ab openssl:openssl; do
   command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
 fi
-[ -x target/release/headland ] || cargo build --release
-headland=$PWD/target/release/headland
+# The binary measured: a given one as it is, else the checkout's release build (built if
+# missing).
+if [ -n "${HEADLAND_BIN:-}" ]; then
+  [ -x "$HEADLAND_BIN" ] || { echo "HEADLAND_BIN=$HEADLAND_BIN is not an executable file" >&2; exit 1; }
+  headland=$HEADLAND_BIN
+else
+  [ -x target/release/headland ] || cargo build --release
+  headland=$PWD/target/release/headland
+fi
 
-# shellcheck source=benches/compare/lib.sh
+# shellcheck source=lib.sh
 source benches/compare/lib.sh
 
 upstream_port=$BASE_PORT
@@ -81,8 +104,12 @@ sum_over_tree() {
   done
   echo "$total"
 }
+# $14, $2 and so on below are awk's fields, not the shell's.
+# shellcheck disable=SC2016
 cpu_ticks() { sum_over_tree "$1" stat '{print $14 + $15}'; }       # user + system ticks
+# shellcheck disable=SC2016
 peak_rss_kib() { sum_over_tree "$1" status '/VmHWM/ {print $2}'; }
+# shellcheck disable=SC2016
 rss_kib() { sum_over_tree "$1" status '/VmRSS/ {print $2}'; }
 wait_port() {
   for _ in $(seq 1 100); do
@@ -92,8 +119,11 @@ wait_port() {
   echo "nothing listens on port $1" >&2; exit 1
 }
 
-# headland_config DIR PORT-LINE LOG-OUTPUT [EXTRA]: a Headland config proxying everything to
-# the upstream. PORT-LINE is the [listen] body (http = [...] / https = [...]).
+# headland_config DIR PORT-LINE LOG-OUTPUT [EXTRA] [UPSTREAM-PORT] [UPGRADED-IDLE]: a Headland
+# config proxying everything to the upstream (UPSTREAM-PORT, by default the nginx one).
+# PORT-LINE is the [listen] body (http = [...] / https = [...]). UPGRADED-IDLE: how long an
+# upgraded (WebSocket) connection may carry nothing before Headland closes it, the shorter of
+# [http] body_timeout and the pool's read_timeout, so both are set.
 headland_config() {
   mkdir -p "$1"
   cat > "$1/headland.toml" <<EOF
@@ -105,8 +135,14 @@ $2
 admin = "off"
 [access_log]
 output = "$3"
+[http]
+# Every client here is 127.0.0.1: the per-address cap (default 256) would close most of the
+# idle connections at once. nginx, HAProxy and Caddy have no such cap by default.
+max_connections_per_ip = 1000000
+${6:+body_timeout = \"$6\"}
 [upstreams.origin]
-servers = ["127.0.0.1:$upstream_port"]
+servers = ["127.0.0.1:${5:-$upstream_port}"]
+${6:+read_timeout = \"$6\"}
 [[routes]]
 host = "*"
 upstream = "origin"
@@ -115,7 +151,7 @@ ${4:-}
 EOF
 }
 start_headland() {  # DIR -> pid in $started
-  RUST_LOG=error "$headland" run --config "$1/headland.toml" >/dev/null 2>"$1/stderr.log" & started=$!; pids+=($started)
+  RUST_LOG=error "$headland" run --config "$1/headland.toml" >/dev/null 2>"$1/stderr.log" & started=$!; pids+=("$started")
 }
 # nginx_config FILE PORT ACCESS-LOG [LISTEN-OPTIONS EXTRA-SERVER-LINES]
 nginx_config() {
@@ -143,7 +179,39 @@ http {
 }
 EOF
 }
-# haproxy_config FILE BIND-LINE [GLOBAL-LINES]
+# nginx_ws_config FILE PORT: nginx proxying WebSocket upgrades to ws_upstream.py as its
+# documentation says to (https://nginx.org/en/docs/http/websocket.html), with a proxied
+# connection allowed to stay silent an hour (proxy_read_timeout, 60 s by default, counts on
+# upgraded connections too). Each connection takes two of worker_connections, and once fewer
+# than a sixteenth of them are free nginx closes connections still waiting for their request
+# ("worker_connections are not enough, reusing connections": the client sees a reset), so
+# worker_connections is all the descriptors there are.
+nginx_ws_config() {
+  cat > "$1" <<EOF
+worker_processes $n;
+pid $1.pid;
+error_log $1.error.log;
+events { worker_connections $(ulimit -n); }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$2 backlog=4096;
+    location / {
+      proxy_pass http://127.0.0.1:$ws_port;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_read_timeout 1h;
+      proxy_send_timeout 1h;
+    }
+  }
+}
+EOF
+}
+# haproxy_config FILE BIND-LINE [GLOBAL-LINES] [UPSTREAM-PORT] [DEFAULTS-LINES]
 haproxy_config() {
   cat > "$1" <<EOF
 global
@@ -155,6 +223,7 @@ defaults
   timeout connect 3s
   timeout client 60s
   timeout server 60s
+  ${5:-}
   option http-keep-alive
   http-reuse always
 frontend fe
@@ -162,21 +231,57 @@ frontend fe
   option forwardfor
   default_backend origin
 backend origin
-  server s1 127.0.0.1:$upstream_port
+  server s1 127.0.0.1:${4:-$upstream_port}
 EOF
+}
+# caddy_config FILE SITE-ADDRESS [UPSTREAM-PORT] [GLOBAL-LINES] [SITE-LINES]: Caddy as an
+# operator comparing it would set it up: no admin endpoint, no automatic HTTPS (no ACME, no
+# redirect listener: the certificate is given), no HTTP/3 listener, no access log (Caddy
+# writes none without a `log` directive), keep-alive to the upstream with as many idle
+# connections kept as nginx's `keepalive 64`. A site address without a host name, so no Host
+# matcher: a request for another name would get Caddy's empty 200, which is no measurement.
+# grace_period: on SIGTERM Caddy waits for active connections, by default without end.
+caddy_config() {
+  cat > "$1" <<EOF
+{
+	admin off
+	auto_https off
+	grace_period 1s
+	servers {
+		protocols h1 h2
+	}
+	${4:-}
+}
+$2 {
+	bind 127.0.0.1
+	${5:-}
+	reverse_proxy 127.0.0.1:${3:-$upstream_port} {
+		transport http {
+			keepalive_idle_conns_per_host 64
+		}
+	}
+}
+EOF
+}
+start_caddy() {  # CADDYFILE -> pid in $started
+  # Its autosave and storage go to the work directory, not ~/.config and ~/.local/share.
+  GOMAXPROCS=$n XDG_CONFIG_HOME="$work/caddy" XDG_DATA_HOME="$work/caddy" \
+    caddy run --config "$1" --adapter caddyfile >/dev/null 2>"$1.log" & started=$!; pids+=("$started")
 }
 
 start_proxies() {  # $1 = workers
   n=$1
   hl_port=$((BASE_PORT + 1)); ngx_port=$((BASE_PORT + 2)); hap_port=$((BASE_PORT + 3))
-  hl_log_port=$((BASE_PORT + 4)); ngx_log_port=$((BASE_PORT + 5))
+  hl_log_port=$((BASE_PORT + 4)); ngx_log_port=$((BASE_PORT + 5)); cd_port=$((BASE_PORT + 9))
   headland_config "$work/hl" "http = [\"127.0.0.1:$hl_port\"]" off
   start_headland "$work/hl"; hl_pid=$started
   nginx_config "$work/proxy-nginx.conf" "$ngx_port" off
-  nginx -c "$work/proxy-nginx.conf" -g "daemon off;" & ngx_pid=$!; pids+=($ngx_pid)
+  nginx -c "$work/proxy-nginx.conf" -g "daemon off;" & ngx_pid=$!; pids+=("$ngx_pid")
   haproxy_config "$work/haproxy.cfg" "bind 127.0.0.1:$hap_port"
-  haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & hap_pid=$!; pids+=($hap_pid)
-  wait_port "$hl_port"; wait_port "$ngx_port"; wait_port "$hap_port"
+  haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & hap_pid=$!; pids+=("$hap_pid")
+  caddy_config "$work/Caddyfile" "http://:$cd_port"
+  start_caddy "$work/Caddyfile"; cd_pid=$started
+  wait_port "$hl_port"; wait_port "$ngx_port"; wait_port "$hap_port"; wait_port "$cd_port"
   log_pids=()
   if [ "$n" = "$first_workers" ] && [ "$ACCESS_LOG" = 1 ]; then
     # The same servers with their access log written to a file: Headland's JSON lines
@@ -184,24 +289,24 @@ start_proxies() {  # $1 = workers
     headland_config "$work/hl-log" "http = [\"127.0.0.1:$hl_log_port\"]" "$work/hl-log/access.log"
     start_headland "$work/hl-log"; hl_log_pid=$started
     nginx_config "$work/proxy-nginx-log.conf" "$ngx_log_port" "$work/nginx-access.log"
-    nginx -c "$work/proxy-nginx-log.conf" -g "daemon off;" & ngx_log_pid=$!; pids+=($ngx_log_pid)
+    nginx -c "$work/proxy-nginx-log.conf" -g "daemon off;" & ngx_log_pid=$!; pids+=("$ngx_log_pid")
     log_pids=("$hl_log_pid" "$ngx_log_pid")
     wait_port "$hl_log_port"; wait_port "$ngx_log_port"
   fi
 }
 
 stop_proxies() {
-  kill "$hl_pid" "$ngx_pid" "$hap_pid" "${log_pids[@]}" 2>/dev/null || true
-  wait "$hl_pid" "$ngx_pid" "$hap_pid" "${log_pids[@]}" 2>/dev/null || true
+  kill "$hl_pid" "$ngx_pid" "$hap_pid" "$cd_pid" "${log_pids[@]}" 2>/dev/null || true
+  wait "$hl_pid" "$ngx_pid" "$hap_pid" "$cd_pid" "${log_pids[@]}" 2>/dev/null || true
 }
 
 # The TLS servers: separate processes (their peak RSS is theirs alone), first worker count,
 # one self-signed ECDSA P-256 certificate for bench.test. Clients connect to 127.0.0.1 and
 # send SNI bench.test (h2load) or no usable name (ab, https://127.0.0.1/), so Headland names
-# it default_certificate too.
+# it default_certificate too, and Caddy default_sni.
 start_tls_proxies() {
   n=$first_workers
-  hlt_port=$((BASE_PORT + 6)); ngxt_port=$((BASE_PORT + 7)); hapt_port=$((BASE_PORT + 8))
+  hlt_port=$((BASE_PORT + 6)); ngxt_port=$((BASE_PORT + 7)); hapt_port=$((BASE_PORT + 8)); cdt_port=$((BASE_PORT + 10))
   if [ ! -f "$work/tls/cert.pem" ]; then
     mkdir -p "$work/tls"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
@@ -221,16 +326,42 @@ key_file = \"$work/tls/key.pem\""
   # nginx and HAProxy follow the client's cipher order, as rustls does by default.
   nginx_config "$work/proxy-nginx-tls.conf" "$ngxt_port" off "ssl http2" \
     "ssl_certificate $work/tls/cert.pem; ssl_certificate_key $work/tls/key.pem; ssl_protocols TLSv1.2 TLSv1.3;"
-  nginx -c "$work/proxy-nginx-tls.conf" -g "daemon off;" & ngxt_pid=$!; pids+=($ngxt_pid)
+  nginx -c "$work/proxy-nginx-tls.conf" -g "daemon off;" & ngxt_pid=$!; pids+=("$ngxt_pid")
   haproxy_config "$work/haproxy-tls.cfg" \
     "bind 127.0.0.1:$hapt_port ssl crt $work/tls/haproxy.pem alpn h2,http/1.1 prefer-client-ciphers" \
     "stats socket $work/haproxy-tls.sock mode 600 level admin"
-  haproxy -f "$work/haproxy-tls.cfg" -db >/dev/null 2>&1 & hapt_pid=$!; pids+=($hapt_pid)
-  wait_port "$hlt_port"; wait_port "$ngxt_port"; wait_port "$hapt_port"
+  haproxy -f "$work/haproxy-tls.cfg" -db >/dev/null 2>&1 & hapt_pid=$!; pids+=("$hapt_pid")
+  # Caddy's cipher choice is Go's own (TLS 1.3 suites cannot be configured).
+  caddy_config "$work/Caddyfile-tls" "https://:$cdt_port" "" "default_sni bench.test" \
+    "tls $work/tls/cert.pem $work/tls/key.pem"
+  start_caddy "$work/Caddyfile-tls"; cdt_pid=$started
+  wait_port "$hlt_port"; wait_port "$ngxt_port"; wait_port "$hapt_port"; wait_port "$cdt_port"
 }
 stop_tls_proxies() {
-  kill "$hlt_pid" "$ngxt_pid" "$hapt_pid" 2>/dev/null || true
-  wait "$hlt_pid" "$ngxt_pid" "$hapt_pid" 2>/dev/null || true
+  kill "$hlt_pid" "$ngxt_pid" "$hapt_pid" "$cdt_pid" 2>/dev/null || true
+  wait "$hlt_pid" "$ngxt_pid" "$hapt_pid" "$cdt_pid" 2>/dev/null || true
+}
+
+# The WebSocket servers: fresh processes (nothing before them grew their heap), first worker
+# count, each forwarding every upgrade to ws_upstream.py and leaving a silent upgraded
+# connection open for an hour, far past the measurement. Caddy closes none by default.
+start_ws_proxies() {
+  n=$first_workers
+  hlw_port=$((BASE_PORT + 12)); ngxw_port=$((BASE_PORT + 13)); hapw_port=$((BASE_PORT + 14)); cdw_port=$((BASE_PORT + 15))
+  headland_config "$work/hl-ws" "http = [\"127.0.0.1:$hlw_port\"]" off "" "$ws_port" 1h
+  start_headland "$work/hl-ws"; hlw_pid=$started
+  nginx_ws_config "$work/proxy-nginx-ws.conf" "$ngxw_port"
+  nginx -c "$work/proxy-nginx-ws.conf" -g "daemon off;" & ngxw_pid=$!; pids+=("$ngxw_pid")
+  # timeout tunnel replaces client and server timeouts once a connection is upgraded.
+  haproxy_config "$work/haproxy-ws.cfg" "bind 127.0.0.1:$hapw_port" "" "$ws_port" "timeout tunnel 1h"
+  haproxy -f "$work/haproxy-ws.cfg" -db >/dev/null 2>&1 & hapw_pid=$!; pids+=("$hapw_pid")
+  caddy_config "$work/Caddyfile-ws" "http://:$cdw_port" "$ws_port"
+  start_caddy "$work/Caddyfile-ws"; cdw_pid=$started
+  wait_port "$hlw_port"; wait_port "$ngxw_port"; wait_port "$hapw_port"; wait_port "$cdw_port"
+}
+stop_ws_proxies() {
+  kill "$hlw_pid" "$ngxw_pid" "$hapw_pid" "$cdw_pid" 2>/dev/null || true
+  wait "$hlw_pid" "$ngxw_pid" "$hapw_pid" "$cdw_pid" 2>/dev/null || true
 }
 haproxy_info() {  # SOCKET FIELD: one field of HAProxy's "show info"
   python3 - "$1" "$2" <<'EOF'
@@ -280,7 +411,7 @@ to_ms() {  # wrk prints 1.23ms, 456.00us or 1.20s
 
 # measure_h2 NAME PID PORT: h2load, HTTP/2 over TLS, GET /small; extra columns mean_ms max_ms
 measure_h2() {
-  local name=$1 pid=$2 port=$3 out before after requests rps lat
+  local name=$1 pid=$2 port=$3 out before after requests rps p50 p99 mean max
   before=$(cpu_ticks "$pid")
   rm -f "$work/h2load.log"  # h2load appends to it
   out=$(h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$DURATION" --log-file="$work/h2load.log" \
@@ -294,11 +425,10 @@ measure_h2() {
   requests=$(awk '/^requests:/ {print $8}' <<<"$out")   # succeeded
   rps=$(awk '/^finished in/ {print $4}' <<<"$out")
   # Percentiles over every request's time (µs, third column of the log).
-  lat=$(cut -f3 "$work/h2load.log" | sort -n | awk '{ a[NR] = $1; s += $1 } END {
-    printf "%.3f %.3f %.3f %.3f", a[int(NR * 0.50) + 1] / 1000, a[int(NR * 0.99) + 1] / 1000, s / NR / 1000, a[NR] / 1000 }')
-  set -- $lat
-  printf '%s %s %s %s %s %s %s %s\n' "$name" "$rps" "$1" "$2" \
-    "$(cpu_per "$((after - before))" "$requests" 100000)" "$(rss_mib "$pid")" "$3" "$4" >> "$results"
+  read -r p50 p99 mean max < <(cut -f3 "$work/h2load.log" | sort -n | awk '{ a[NR] = $1; s += $1 } END {
+    printf "%.3f %.3f %.3f %.3f\n", a[int(NR * 0.50) + 1] / 1000, a[int(NR * 0.99) + 1] / 1000, s / NR / 1000, a[NR] / 1000 }')
+  printf '%s %s %s %s %s %s %s %s\n' "$name" "$rps" "$p50" "$p99" \
+    "$(cpu_per "$((after - before))" "$requests" 100000)" "$(rss_mib "$pid")" "$mean" "$max" >> "$results"
 }
 
 # measure_hs NAME PID PORT: ab over HTTPS without keep-alive: one new connection and one full
@@ -339,6 +469,7 @@ http_one() {
     nginx) measure nginx "$ngx_pid" "$ngx_port" "$path" ;;
     nginx-log) measure nginx-log "$ngx_log_pid" "$ngx_log_port" "$path" ;;
     haproxy) measure haproxy "$hap_pid" "$hap_port" "$path" ;;
+    caddy) measure caddy "$cd_pid" "$cd_port" "$path" ;;
     direct) measure direct "$(cat "$work/upstream.pid")" "$upstream_port" "$path" ;;
   esac
 }
@@ -347,6 +478,7 @@ h2_one() {
     headland) measure_h2 headland "$hlt_pid" "$hlt_port" ;;
     nginx) measure_h2 nginx "$ngxt_pid" "$ngxt_port" ;;
     haproxy) measure_h2 haproxy "$hapt_pid" "$hapt_port" ;;
+    caddy) measure_h2 caddy "$cdt_pid" "$cdt_port" ;;
   esac
 }
 hs_one() {
@@ -356,34 +488,107 @@ hs_one() {
     haproxy) measure_hs haproxy "$hapt_pid" "$hapt_port"
       # HAProxy's own count over the last second, read before it decays: 0 = no resumption.
       hap_reuse+=("$(haproxy_info "$work/haproxy-tls.sock" SslFrontendSessionReuse_pct)") ;;
+    caddy) measure_hs caddy "$cdt_pid" "$cdt_port" ;;
   esac
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-
-# idle NAME PID PORT: holds IDLE_CONNECTIONS keep-alive connections open on the server, then
-# prints its RSS before and with them.
-idle() {
-  local name=$1 pid=$2 port=$3 before with
-  before=$(rss_kib "$pid")
-  coproc HOLD { python3 benches/compare/hold_connections.py "$port" "$IDLE_CONNECTIONS" idle.test; }
-  read -r ready _ <&"${HOLD[0]}" || true
-  sleep 1
-  with=$(rss_kib "$pid")
-  exec {HOLD[1]}>&-
-  wait "$HOLD_PID" 2>/dev/null || true
-  printf '%-9s %14s %20s %16s\n' "$name" "$(awk -v k="$before" 'BEGIN { printf "%.1f", k / 1024 }')" \
-    "$(awk -v k="$with" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v a="$before" -v b="$with" -v n="$IDLE_CONNECTIONS" 'BEGIN { printf "%.2f", (b - a) / n }')"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) printf "n/a"; else printf "%.2f", a / b }'; }
+# versus COLUMN: Headland's median of COLUMN over each other proxy's.
+versus() {
+  local h; h=$(median headland "$1")
+  echo "Headland/nginx $(ratio "$h" "$(median nginx "$1")"), Headland/HAProxy $(ratio "$h" "$(median haproxy "$1")"), Headland/Caddy $(ratio "$h" "$(median caddy "$1")")"
 }
 
-# Idle connections need file descriptors: one per connection in the client and the server.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# hold NAME PORT N HOST MODE: hold_connections.py opens N connections to PORT (MODE keepalive
+# or websocket) and holds them; the run stops unless every one was made and answered as MODE
+# requires. Its stdin and stdout are FIFOs, so that it can be asked later how many of them
+# are still open (hold_open) and told to close them (release).
+hold() {
+  local name=$1 status
+  shift
+  [ -p "$work/hold-in" ] || mkfifo "$work/hold-in" "$work/hold-out"
+  python3 benches/compare/hold_connections.py "$@" <"$work/hold-in" >"$work/hold-out" & hold_pid=$!; pids+=("$hold_pid")
+  exec {hold_in}>"$work/hold-in" {hold_out}<"$work/hold-out"
+  read -r status <&"$hold_out" || true
+  [ "${status%% *}" = ready ] || { echo "$name: ${status:-hold_connections.py ended without a word}" >&2; exit 1; }
+}
+hold_open() {
+  local open
+  kill -0 "$hold_pid" 2>/dev/null || { echo "hold_connections.py ended while holding" >&2; exit 1; }
+  echo >&"$hold_in"
+  read -r _ open <&"$hold_out"
+  echo "$open"
+}
+release() {
+  exec {hold_in}>&- {hold_out}<&-
+  wait "$hold_pid" 2>/dev/null || true
+}
+# rss_row NAME BEFORE-KIB WITH-KIB N: prints and records (in $results: name, MiB before and
+# with, KiB per connection) what N held connections cost.
+rss_row() {
+  local row
+  row=$(awk -v a="$2" -v b="$3" -v n="$4" 'BEGIN { printf "%.1f %.1f %.2f", a / 1024, b / 1024, (b - a) / n }')
+  echo "$1 $row" >> "$results"
+  # shellcheck disable=SC2086 # the three numbers of $row are the three columns
+  printf '%-9s %14s %20s %16s\n' "$1" $row
+}
 
-first_workers=$(echo $WORKERS | awk '{print $1}')
+# idle NAME PID PORT: holds IDLE_CONNECTIONS keep-alive connections open on the server and
+# records its RSS before and with them; every one must still be open once RSS is read.
+idle() {
+  local name=$1 pid=$2 port=$3 before with open
+  before=$(rss_kib "$pid")
+  hold "$name" "$port" "$IDLE_CONNECTIONS" idle.test keepalive
+  sleep 1
+  with=$(rss_kib "$pid")
+  open=$(hold_open)
+  release
+  [ "$open" = "$IDLE_CONNECTIONS" ] \
+    || { echo "$name: only $open of $IDLE_CONNECTIONS idle connections were still open when its RSS was read" >&2; exit 1; }
+  rss_row "$name" "$before" "$with" "$IDLE_CONNECTIONS"
+}
+
+ws_upstream_stats() {  # "upgrades U open O", as ws_upstream.py counts them
+  local fd
+  exec {fd}<>"/dev/tcp/127.0.0.1/$ws_port"
+  printf 'GET /stats HTTP/1.1\r\nHost: stats\r\n\r\n' >&"$fd"
+  tail -n 1 <&"$fd"
+  exec {fd}>&-
+}
+# ws_idle NAME PID PORT: holds WS_CONNECTIONS idle WebSocket connections through the server
+# to ws_upstream.py and records its RSS before and with them. The run stops unless the client
+# got a 101 with the right accept key on every one, the upstream saw every upgrade, and all
+# were still open on both sides once RSS was read.
+ws_idle() {
+  local name=$1 pid=$2 port=$3 before with open upgrades_before upgrades upstream_open
+  read -r _ upgrades_before _ _ <<<"$(ws_upstream_stats)"
+  before=$(rss_kib "$pid")
+  hold "$name" "$port" "$WS_CONNECTIONS" ws.test websocket
+  sleep 1
+  with=$(rss_kib "$pid")
+  open=$(hold_open)
+  read -r _ upgrades _ upstream_open <<<"$(ws_upstream_stats)"
+  release
+  if [ "$open" != "$WS_CONNECTIONS" ] || [ $((upgrades - upgrades_before)) != "$WS_CONNECTIONS" ] || [ "$upstream_open" != "$WS_CONNECTIONS" ]; then
+    echo "$name: of $WS_CONNECTIONS WebSocket connections, the upstream saw $((upgrades - upgrades_before)) upgrades; when RSS was read, $open were open at the client and $upstream_open at the upstream" >&2
+    exit 1
+  fi
+  rss_row "$name" "$before" "$with" "$WS_CONNECTIONS"
+  # The next server starts with no connection left at the upstream.
+  for _ in $(seq 1 100); do
+    read -r _ _ _ upstream_open <<<"$(ws_upstream_stats)"
+    [ "$upstream_open" != 0 ] || return 0
+    sleep 0.1
+  done
+  echo "$name: $upstream_open upstream WebSocket connections still open 10 s after the clients closed theirs" >&2
+  exit 1
+}
+
+first_workers=$(echo "$WORKERS" | awk '{print $1}')
 declare -A negotiated=() negotiated_hs=()
 hap_reuse=()
 started_at=$(date +%s)
 wait_port "$upstream_port"
-echo "Headland $("$headland" --version | awk '{print $2}') vs $(nginx -v 2>&1 | sed 's/.*version: //') vs $(haproxy -v | head -1 | awk '{print $1, $3}'), wrk $CONNECTIONS connections, ${DURATION}s x $ROUNDS rounds"
+echo "Headland $("$headland" --version | awk '{print $2}') ($headland) vs $(nginx -v 2>&1 | sed 's/.*version: //') vs $(haproxy -v | head -1 | awk '{print $1, $3}') vs Caddy $(caddy version | awk '{print $1}') (GOMAXPROCS = workers), wrk $CONNECTIONS connections, ${DURATION}s x $ROUNDS rounds"
 echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), loopback, no CPU pinning (clients, upstream and proxy share the cores)"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for n in $WORKERS; do
@@ -391,8 +596,8 @@ for n in $WORKERS; do
   for path in /small /64k; do
     results="$work/results-$n-${path#/}"
     : > "$results"
-    servers="headland nginx haproxy direct"
-    if [ "$path" = /small ] && [ ${#log_pids[@]} -gt 0 ]; then servers="headland headland-log nginx nginx-log haproxy direct"; fi
+    servers="headland nginx haproxy caddy direct"
+    if [ "$path" = /small ] && [ ${#log_pids[@]} -gt 0 ]; then servers="headland headland-log nginx nginx-log haproxy caddy direct"; fi
     rounds "$servers" http_one
     echo
     echo "== $n worker(s), HTTP/1.1 keep-alive, GET $path ($( [ "$path" = /small ] && echo '20 B' || echo '64 KiB') body), medians"
@@ -400,48 +605,67 @@ for n in $WORKERS; do
     for server in $servers; do
       printf '%-12s %12s %9s %9s %15s %9s\n' "$server" "$(median "$server" 2)" "$(median "$server" 3)" "$(median "$server" 4)" "$(median "$server" 5)" "$(median "$server" 6)"
     done
-    hl=$(median headland 2); ng=$(median nginx 2); hp=$(median haproxy 2); dr=$(median direct 2)
-    hl_cpu=$(median headland 5); ng_cpu=$(median nginx 5); hp_cpu=$(median haproxy 5)
-    echo "ratios: req/s Headland/nginx $(ratio "$hl" "$ng"), Headland/HAProxy $(ratio "$hl" "$hp"), Headland/direct $(ratio "$hl" "$dr"); CPU per request Headland/nginx $(ratio "$hl_cpu" "$ng_cpu"), Headland/HAProxy $(ratio "$hl_cpu" "$hp_cpu")"
+    hl=$(median headland 2); ng=$(median nginx 2); hl_cpu=$(median headland 5); ng_cpu=$(median nginx 5)
+    echo "ratios: req/s $(versus 2), Headland/direct $(ratio "$hl" "$(median direct 2)"); CPU per request $(versus 5)"
     if [ "$path" = /small ] && [ ${#log_pids[@]} -gt 0 ]; then
       echo "access log on / off: Headland req/s $(ratio "$(median headland-log 2)" "$hl"), CPU per request $(ratio "$(median headland-log 5)" "$hl_cpu"); nginx req/s $(ratio "$(median nginx-log 2)" "$ng"), CPU per request $(ratio "$(median nginx-log 5)" "$ng_cpu")"
       echo "  (log lines written: Headland $(wc -l < "$work/hl-log/access.log"), nginx $(wc -l < "$work/nginx-access.log"); target: Headland req/s ratio >= 0.90)"
     fi
   done
   if [ "$n" = "$first_workers" ] && [ "$IDLE_CONNECTIONS" -gt 0 ]; then
+    results="$work/results-idle"; : > "$results"
     echo
     echo "== $n worker(s), $IDLE_CONNECTIONS idle keep-alive client connections, RSS"
     printf '%-9s %14s %20s %16s\n' server "RSS before MiB" "RSS with idle MiB" "KiB per conn"
     idle headland "$hl_pid" "$hl_port"
     idle nginx "$ngx_pid" "$ngx_port"
     idle haproxy "$hap_pid" "$hap_port"
+    idle caddy "$cd_pid" "$cd_port"
+    echo "ratios: KiB per connection $(versus 4); all $IDLE_CONNECTIONS still open when RSS was read"
   fi
   stop_proxies
 done
 
+if [ "$WS_CONNECTIONS" -gt 0 ]; then
+  ws_port=$((BASE_PORT + 11))
+  python3 benches/compare/ws_upstream.py "$ws_port" & pids+=("$!")
+  wait_port "$ws_port"
+  start_ws_proxies
+  results="$work/results-ws"; : > "$results"
+  echo
+  echo "== $first_workers worker(s), $WS_CONNECTIONS idle proxied WebSocket connections (client and upstream sides held), RSS"
+  printf '%-9s %14s %20s %16s\n' server "RSS before MiB" "RSS with idle MiB" "KiB per conn"
+  ws_idle headland "$hlw_pid" "$hlw_port"
+  ws_idle nginx "$ngxw_pid" "$ngxw_port"
+  ws_idle haproxy "$hapw_pid" "$hapw_port"
+  ws_idle caddy "$cdw_pid" "$cdw_port"
+  echo "ratios: KiB per connection $(versus 4); each: $WS_CONNECTIONS upgrades seen by the upstream, $WS_CONNECTIONS 101s with the right accept key at the client, all open on both sides when RSS was read"
+  stop_ws_proxies
+fi
+
 if [ "$TLS" = 1 ]; then
   start_tls_proxies
   results="$work/results-h2"; : > "$results"
-  rounds "headland nginx haproxy" h2_one
+  rounds "headland nginx haproxy caddy" h2_one
   echo
   echo "== $first_workers worker(s), HTTP/2 over TLS (ALPN h2, ECDSA P-256), h2load $H2_CLIENTS connections x $H2_STREAMS streams, GET /small, upstream HTTP/1.1 keep-alive, medians"
   printf '%-12s %12s %9s %9s %9s %9s %15s %9s\n' server "req/s" "p50 ms" "p99 ms" "mean ms" "max ms" "CPU s/100k req" "RSS MiB"
-  for server in headland nginx haproxy; do
+  for server in headland nginx haproxy caddy; do
     printf '%-12s %12s %9s %9s %9s %9s %15s %9s\n' "$server" "$(median "$server" 2)" "$(median "$server" 3)" "$(median "$server" 4)" "$(median "$server" 7)" "$(median "$server" 8)" "$(median "$server" 5)" "$(median "$server" 6)"
   done
-  echo "ratios: req/s Headland/nginx $(ratio "$(median headland 2)" "$(median nginx 2)"), Headland/HAProxy $(ratio "$(median headland 2)" "$(median haproxy 2)"); CPU per request Headland/nginx $(ratio "$(median headland 5)" "$(median nginx 5)"), Headland/HAProxy $(ratio "$(median headland 5)" "$(median haproxy 5)")"
-  echo "negotiated: headland ${negotiated[headland]}; nginx ${negotiated[nginx]}; haproxy ${negotiated[haproxy]}"
+  echo "ratios: req/s $(versus 2); CPU per request $(versus 5)"
+  echo "negotiated: headland ${negotiated[headland]}; nginx ${negotiated[nginx]}; haproxy ${negotiated[haproxy]}; caddy ${negotiated[caddy]}"
 
   results="$work/results-hs"; : > "$results"
-  rounds "headland nginx haproxy" hs_one
+  rounds "headland nginx haproxy caddy" hs_one
   echo
   echo "== $first_workers worker(s), new TLS connections: ab -c $HANDSHAKE_CONCURRENCY over HTTPS without keep-alive (HTTP/1.0, a full handshake per request), GET /small, medians"
   printf '%-12s %14s %9s %9s %17s %9s %14s\n' server "handshakes/s" "p50 ms" "p99 ms" "CPU s/1k hshake" "RSS MiB" "TCP conns/req"
-  for server in headland nginx haproxy; do
+  for server in headland nginx haproxy caddy; do
     printf '%-12s %14s %9s %9s %17s %9s %14s\n' "$server" "$(median "$server" 2)" "$(median "$server" 3)" "$(median "$server" 4)" "$(median "$server" 5)" "$(median "$server" 6)" "$(median "$server" 7)"
   done
-  echo "ratios: handshakes/s Headland/nginx $(ratio "$(median headland 2)" "$(median nginx 2)"), Headland/HAProxy $(ratio "$(median headland 2)" "$(median haproxy 2)"); CPU per handshake Headland/nginx $(ratio "$(median headland 5)" "$(median nginx 5)"), Headland/HAProxy $(ratio "$(median headland 5)" "$(median haproxy 5)")"
-  echo "negotiated: headland ${negotiated_hs[headland]}; nginx ${negotiated_hs[nginx]}; haproxy ${negotiated_hs[haproxy]}; HAProxy's SslFrontendSessionReuse_pct (an estimate over the last second) after each of its runs: ${hap_reuse[*]} (about 0: full handshakes; a client resuming sessions, such as wrk, shows about 100)"
+  echo "ratios: handshakes/s $(versus 2); CPU per handshake $(versus 5)"
+  echo "negotiated: headland ${negotiated_hs[headland]}; nginx ${negotiated_hs[nginx]}; haproxy ${negotiated_hs[haproxy]}; caddy ${negotiated_hs[caddy]}; HAProxy's SslFrontendSessionReuse_pct (an estimate over the last second) after each of its runs: ${hap_reuse[*]} (about 0: full handshakes; a client resuming sessions, such as wrk, shows about 100)"
   stop_tls_proxies
 fi
 echo
