@@ -74,25 +74,7 @@ fi
 source benches/compare/lib.sh
 
 upstream_port=$BASE_PORT
-head -c 65536 /dev/urandom > "$work/64k.bin"
-# nginx workers drop root privileges; let them read the file.
-chmod 755 "$work"; chmod 644 "$work/64k.bin"
-cat > "$work/upstream.conf" <<EOF
-worker_processes 1;
-pid $work/upstream.pid;
-error_log $work/upstream-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$upstream_port backlog=4096;
-    keepalive_requests 1000000;
-    location = /small { default_type text/plain; return 200 "hello from upstream\n"; }
-    location = /64k { alias $work/64k.bin; }
-  }
-}
-EOF
-nginx -c "$work/upstream.conf" -g "daemon off;" & pids+=($!)
+start_upstream "$upstream_port"
 
 # sum_over_tree PID FILE AWK: the AWK program's number for /proc/P/FILE, summed over the
 # process and its children (nginx master + workers).
@@ -111,13 +93,6 @@ cpu_ticks() { sum_over_tree "$1" stat '{print $14 + $15}'; }       # user + syst
 peak_rss_kib() { sum_over_tree "$1" status '/VmHWM/ {print $2}'; }
 # shellcheck disable=SC2016
 rss_kib() { sum_over_tree "$1" status '/VmRSS/ {print $2}'; }
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 
 # headland_config DIR PORT-LINE LOG-OUTPUT [EXTRA] [UPSTREAM-PORT] [UPGRADED-IDLE]: a Headland
 # config proxying everything to the upstream (UPSTREAM-PORT, by default the nginx one).

@@ -74,13 +74,6 @@ chmod 755 "$work"
 # 1,000 attack connections, plus the app's and the proxy's side of each.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 # stop PID: SIGTERM, then SIGKILL after 5 s (Headland's graceful stop waits for requests in
 # flight; a slow reader's would hold it up to shutdown_timeout).
 stop() {
