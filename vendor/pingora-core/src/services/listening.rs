@@ -229,12 +229,13 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    let peer_addr = io.peer_addr();
+                    // Headland patch: the handshake future is boxed, and made outside the
+                    // task's future, so that its state (kilobytes for TLS) and the stream it
+                    // takes are freed once the handshake is done, instead of sizing the task
+                    // for as long as the connection lives.
+                    let handshake = Box::pin(io.handshake());
                     current_handle().spawn(async move {
-                        let peer_addr = io.peer_addr();
-                        // Headland patch: the handshake future is boxed so that its state
-                        // (kilobytes for TLS) is freed once the handshake is done, instead of
-                        // sizing this task's future for as long as the connection lives.
-                        let handshake = Box::pin(io.handshake());
                         match timeout(Duration::from_secs(60), handshake).await {
                             Ok(handshake) => {
                                 match handshake {
