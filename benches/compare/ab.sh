@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A/B of Headland builds in one run: how a change to Headland or to a vendored Pingora crate
-# moves CPU per request, requests/s and memory per idle keep-alive connection. Each binary
+# moves CPU per request, requests/s and memory per idle keep-alive connection and per idle
+# proxied WebSocket (to benches/compare/ws_upstream.py, both sides held). Each binary
 # runs with one worker in front of the same loopback nginx upstream, and every round drives
 # wrk at each binary in turn, the order rotating, so that the machine's drift hits all alike.
 # Medians over the rounds are printed, then each binary relative to the first.
@@ -11,6 +12,9 @@
 #
 # Loopback only; every process it starts is stopped on exit.
 set -euo pipefail
+binaries=()
+for bin in "$@"; do binaries+=("$(realpath "$bin")"); done
+set -- "${binaries[@]}"
 cd "$(dirname "$0")/../.."
 
 ROUNDS=${ROUNDS:-5}              # measurements per binary (the median is reported)
