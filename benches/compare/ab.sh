@@ -39,8 +39,6 @@ start_upstream "$upstream_port"
 ws_port=$((BASE_PORT + 40))
 python3 benches/compare/ws_upstream.py "$ws_port" & pids+=($!)
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # One Headland per binary, the same configuration but its own port and state directory.
 bin_pid=(); bin_port=()
@@ -127,13 +125,13 @@ held() {
   printf '%-4s %16s %16s  %s\n' "" "RSS before MiB" "KiB per conn" binary
   for i in $(seq 0 $((n - 1))); do
     pid=${bin_pid[$i]}; before=$(rss_kib "$pid")
-    coproc HOLD { python3 benches/compare/hold_connections.py "${bin_port[$i]}" "$count" "$host" "$kind"; }
-    read -r ready opened <&"${HOLD[0]}"
-    [ "$ready $opened" = "ready $count" ] || { echo "holding connections failed: $ready $opened" >&2; exit 1; }
+    hold "binary $i" "${bin_port[$i]}" "$count" "$host" "$kind"
     sleep 1  # the server's last writes and its return to waiting, after the client's reads
     with=$(rss_kib "$pid")
-    hold_fd=${HOLD[1]}; exec {hold_fd}>&-  # end of stdin: the holder closes them all
-    wait "$HOLD_PID" 2>/dev/null || true
+    open=$(hold_open)
+    release
+    [ "$open" = "$count" ] \
+      || { echo "binary $i: only $open of $count connections were still open when its RSS was read" >&2; exit 1; }
     printf '%-4s %16.1f %16.2f  %s\n' "$i" "$(awk -v k="$before" 'BEGIN { print k / 1024 }')" \
       "$(awk -v a="$before" -v b="$with" -v n="$count" 'BEGIN { print (b - a) / n }')" \
       "${*:$((i + 3)):1}"

@@ -76,24 +76,6 @@ source benches/compare/lib.sh
 upstream_port=$BASE_PORT
 start_upstream "$upstream_port"
 
-# sum_over_tree PID FILE AWK: the AWK program's number for /proc/P/FILE, summed over the
-# process and its children (nginx master + workers).
-sum_over_tree() {
-  local total=0 pid
-  for pid in "$1" $(pgrep -P "$1" || true); do
-    [ -r "/proc/$pid/$2" ] || continue
-    total=$(( total + $(awk "$3" "/proc/$pid/$2") ))
-  done
-  echo "$total"
-}
-# $14, $2 and so on below are awk's fields, not the shell's.
-# shellcheck disable=SC2016
-cpu_ticks() { sum_over_tree "$1" stat '{print $14 + $15}'; }       # user + system ticks
-# shellcheck disable=SC2016
-peak_rss_kib() { sum_over_tree "$1" status '/VmHWM/ {print $2}'; }
-# shellcheck disable=SC2016
-rss_kib() { sum_over_tree "$1" status '/VmRSS/ {print $2}'; }
-
 # headland_config DIR PORT-LINE LOG-OUTPUT [EXTRA] [UPSTREAM-PORT] [UPGRADED-IDLE]: a Headland
 # config proxying everything to the upstream (UPSTREAM-PORT, by default the nginx one).
 # PORT-LINE is the [listen] body (http = [...] / https = [...]). UPGRADED-IDLE: how long an
@@ -473,30 +455,6 @@ versus() {
   echo "Headland/nginx $(ratio "$h" "$(median nginx "$1")"), Headland/HAProxy $(ratio "$h" "$(median haproxy "$1")"), Headland/Caddy $(ratio "$h" "$(median caddy "$1")")"
 }
 
-# hold NAME PORT N HOST MODE: hold_connections.py opens N connections to PORT (MODE keepalive
-# or websocket) and holds them; the run stops unless every one was made and answered as MODE
-# requires. Its stdin and stdout are FIFOs, so that it can be asked later how many of them
-# are still open (hold_open) and told to close them (release).
-hold() {
-  local name=$1 status
-  shift
-  [ -p "$work/hold-in" ] || mkfifo "$work/hold-in" "$work/hold-out"
-  python3 benches/compare/hold_connections.py "$@" <"$work/hold-in" >"$work/hold-out" & hold_pid=$!; pids+=("$hold_pid")
-  exec {hold_in}>"$work/hold-in" {hold_out}<"$work/hold-out"
-  read -r status <&"$hold_out" || true
-  [ "${status%% *}" = ready ] || { echo "$name: ${status:-hold_connections.py ended without a word}" >&2; exit 1; }
-}
-hold_open() {
-  local open
-  kill -0 "$hold_pid" 2>/dev/null || { echo "hold_connections.py ended while holding" >&2; exit 1; }
-  echo >&"$hold_in"
-  read -r _ open <&"$hold_out"
-  echo "$open"
-}
-release() {
-  exec {hold_in}>&- {hold_out}<&-
-  wait "$hold_pid" 2>/dev/null || true
-}
 # rss_row NAME BEFORE-KIB WITH-KIB N: prints and records (in $results: name, MiB before and
 # with, KiB per connection) what N held connections cost.
 rss_row() {
