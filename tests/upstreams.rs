@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use support::servers::CountingRelay;
+use support::servers::{CountingRelay, WatchedUpstream};
 use support::{echo_upstream, get, refused_addr, request, scratch_dir, Headland};
 
 fn pool_config(name: &str, servers: &[std::net::SocketAddr], extra: &str) -> String {
@@ -189,4 +189,40 @@ async fn upstream_connections_are_reused_across_client_connections() {
         "{} upstream connections for 20 requests",
         peers.len()
     );
+}
+
+// Pooled upstream connections have no watcher task each; a sweeper closes the idle ones.
+// Without it both connections below would stay open for as long as the proxy runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_upstream_connections_are_closed_after_keepalive_timeout() {
+    let mut app = WatchedUpstream::start().await;
+    let proxy = Headland::start(&pool_config(
+        "idle",
+        &[app.addr],
+        "keepalive_timeout = \"1s\"",
+    ));
+    assert_eq!(get(proxy.http, "idle.test", "/").await.status, 200);
+    assert!(
+        app.proxy_closed_one(std::time::Duration::from_secs(20))
+            .await,
+        "the pooled connection was still open 20 s after a 1 s keepalive_timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_closed_by_the_app_are_released_and_not_reused() {
+    let mut app = WatchedUpstream::start().await;
+    // The default keepalive_timeout (60 s) outlasts the wait below: only noticing the app's
+    // close can release the connection in time.
+    let proxy = Headland::start(&pool_config("hangup", &[app.addr], ""));
+    assert_eq!(get(proxy.http, "hangup.test", "/").await.status, 200);
+    // The answer has reached the client, so the connection is in the proxy's pool by now.
+    app.hang_up();
+    assert!(
+        app.proxy_closed_one(std::time::Duration::from_secs(20))
+            .await,
+        "the proxy still held the connection the app had closed"
+    );
+    // The next request goes over a new connection, not the closed one.
+    assert_eq!(get(proxy.http, "hangup.test", "/").await.status, 200);
 }

@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-for crate in pingora-core pingora-proxy; do
+for crate in pingora-core pingora-pool pingora-proxy; do
   version=$(awk -F'"' '/^version = / { print $2; exit }' "$crate/Cargo.toml")
   curl -fsSL "https://static.crates.io/crates/$crate/$crate-$version.crate" | tar -xz -C "$tmp"
   # diff exits 1 when the trees differ, which is the point here.

@@ -173,6 +173,68 @@ impl ResettingUpstream {
     }
 }
 
+/// Answers every request with a keep-alive `200 ok` and reports each connection the proxy
+/// closes. `hang_up` half-closes the open connections, as an app whose keep-alive timeout is
+/// shorter than the proxy's does.
+pub struct WatchedUpstream {
+    pub addr: SocketAddr,
+    closed_by_proxy: tokio::sync::mpsc::UnboundedReceiver<()>,
+    hang_up: tokio::sync::watch::Sender<bool>,
+}
+
+impl WatchedUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed, closed_by_proxy) = tokio::sync::mpsc::unbounded_channel();
+        let (hang_up, hang_up_notice) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let closed = closed.clone();
+                // Only the connections open when the test hangs up are closed.
+                let mut hang_up_notice = hang_up_notice.clone();
+                hang_up_notice.mark_unchanged();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            request = read_request(&mut stream) => {
+                                if request.is_none() {
+                                    break;
+                                }
+                                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                                stream.write_all(answer).await.unwrap();
+                            }
+                            _ = hang_up_notice.changed() => {
+                                stream.shutdown().await.unwrap();
+                                while read_request(&mut stream).await.is_some() {}
+                                break;
+                            }
+                        }
+                    }
+                    // read_request saw the proxy's end of the connection.
+                    let _ = closed.send(());
+                });
+            }
+        });
+        Self {
+            addr,
+            closed_by_proxy,
+            hang_up,
+        }
+    }
+
+    pub fn hang_up(&self) {
+        self.hang_up.send_replace(true);
+    }
+
+    /// Waits until the proxy has closed one connection; false after `limit`.
+    pub async fn proxy_closed_one(&mut self, limit: std::time::Duration) -> bool {
+        tokio::time::timeout(limit, self.closed_by_proxy.recv())
+            .await
+            .is_ok_and(|closed| closed.is_some())
+    }
+}
+
 /// One request a webhook receiver got.
 #[derive(Debug, Clone)]
 pub struct Delivery {

@@ -30,17 +30,16 @@ use crate::upstreams::peer::{Peer, ALPN};
 use crate::offload::OffloadRuntime;
 pub use l4::Connect as L4Connect;
 use l4::{connect as l4_connect, BindTo};
-use log::{debug, error, warn};
+use log::{debug, warn};
 use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_pool::{ConnectionMeta, ConnectionPool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
-use tokio::sync::Mutex;
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -60,6 +59,24 @@ impl IdleConnection {
         self.idle_since.elapsed()
     }
 }
+
+/// Headland patch: a stream resting in the keep-alive pool of a [TransportConnector].
+struct PooledStream {
+    stream: Stream,
+    idle_since: Instant,
+    idle_timeout: Option<Duration>,
+}
+
+impl PooledStream {
+    fn expired(&self, now: Instant) -> bool {
+        self.idle_timeout
+            .is_some_and(|timeout| now.saturating_duration_since(self.idle_since) >= timeout)
+    }
+}
+
+/// Headland patch: how often the pool is swept for streams that are closed or idle for too
+/// long. A stream past its idle timeout is never reused; this only bounds how long it is held.
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Callback invoked when an idle upstream connection leaves the keep-alive pool
 /// without being reused.
@@ -170,7 +187,9 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    connection_pool: Arc<ConnectionPool<PooledStream>>,
+    // Headland patch: whether the task that sweeps connection_pool has been spawned.
+    idle_sweeper_started: AtomicBool,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -204,6 +223,7 @@ impl TransportConnector {
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
+            idle_sweeper_started: AtomicBool::new(false),
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
@@ -249,57 +269,20 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        match self.connection_pool.get(&peer.reuse_hash()) {
-            Some(s) => {
-                debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
-                        // test_reusable_stream: we assume server would never actively send data
-                        // first on an idle stream.
-                        #[cfg(unix)]
-                        if stream_matches_peer(&stream, peer)
-                            && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
-                        {
-                            Some(stream)
-                        } else {
-                            None
-                        }
-                        #[cfg(windows)]
-                        {
-                            use std::os::windows::io::{AsRawSocket, RawSocket};
-                            struct WrappedRawSocket(RawSocket);
-                            impl AsRawSocket for WrappedRawSocket {
-                                fn as_raw_socket(&self) -> RawSocket {
-                                    self.0
-                                }
-                            }
-                            if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
-                                && test_reusable_stream(
-                                    &mut stream,
-                                    &self.unexpected_data_conn_count,
-                                )
-                            {
-                                Some(stream)
-                            } else {
-                                None
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        error!("failed to acquire reusable stream");
-                        None
-                    }
-                }
-            }
-            None => {
-                debug!("No reusable connection found for {peer}");
-                None
+        // Headland patch: a pooled stream has no watcher task (see release_stream()), so it is
+        // checked here, where it is taken. One that fails is dropped and the next one tried.
+        let now = Instant::now();
+        while let Some(mut pooled) = self.connection_pool.get(&peer.reuse_hash()) {
+            if !pooled.expired(now)
+                && stream_matches_peer(&pooled.stream, peer)
+                // we assume server would never actively send data first on an idle stream.
+                && test_reusable_stream(&mut pooled.stream, &self.unexpected_data_conn_count)
+            {
+                return Some(pooled.stream);
             }
         }
+        debug!("No reusable connection found for {peer}");
+        None
     }
 
     /// Return the [Stream] to the [TransportConnector] for connection reuse.
@@ -315,32 +298,55 @@ impl TransportConnector {
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
-        if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
+        if idle_timeout.is_some_and(|timeout| timeout.is_zero())
+            || !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
+        {
             return;
         }
-        let id = stream.id();
-        let meta = ConnectionMeta::new(key, id);
+        let meta = ConnectionMeta::new(key, stream.id());
         debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
-        let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
-        let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
-        let idle_meta = IdleConnection::new(meta);
-        let pool = self.connection_pool.clone(); //clone the arc
-        let keepalive_pool_callback = self.keepalive_pool_callback.clone();
-        let rt = pingora_runtime::current_handle();
-        rt.spawn(async move {
-            if pool
-                .idle_poll(
-                    locked_stream,
-                    &idle_meta.connection,
-                    idle_timeout,
-                    notify_close,
-                    watch_use,
-                )
-                .await
-            {
-                if let Some(callback) = keepalive_pool_callback {
-                    callback(idle_meta.elapsed());
+        // Headland patch: no watcher task per released stream (a spawn, a timer, channels and
+        // a lock handed back and forth on every reuse). reused_stream() checks a stream when it
+        // is taken, and one sweeper task drops the streams closed or idle for too long.
+        let pooled = PooledStream {
+            stream,
+            idle_since: Instant::now(),
+            idle_timeout,
+        };
+        for evicted in self.connection_pool.put_unwatched(&meta, pooled) {
+            if let Some(callback) = &self.keepalive_pool_callback {
+                callback(evicted.idle_since.elapsed());
+            }
+        }
+        self.start_idle_sweeper();
+    }
+
+    /// Headland patch: spawns, once, the task that drops the pooled streams which their peer
+    /// closed, which received data, or which have been idle longer than their idle timeout.
+    /// It ends when the connector is dropped.
+    fn start_idle_sweeper(&self) {
+        if self.idle_sweeper_started.load(Ordering::Relaxed)
+            || self.idle_sweeper_started.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        let pool = Arc::downgrade(&self.connection_pool);
+        let unexpected_data_conn_count = self.unexpected_data_conn_count.clone();
+        pingora_runtime::current_handle().spawn(async move {
+            let mut ticks = tokio::time::interval(IDLE_SWEEP_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                let now = Instant::now();
+                let dropped = pool.retain(|pooled| {
+                    !pooled.expired(now)
+                        && test_reusable_stream(&mut pooled.stream, &unexpected_data_conn_count)
+                });
+                if !dropped.is_empty() {
+                    debug!("dropped {} idle connections", dropped.len());
                 }
             }
         });
@@ -488,6 +494,18 @@ fn stream_matches_peer<P: Peer>(stream: &Stream, peer: &P) -> bool {
         }
     }
     peer.matches_fd(stream.id())
+}
+
+#[cfg(windows)]
+fn stream_matches_peer<P: Peer>(stream: &Stream, peer: &P) -> bool {
+    use std::os::windows::io::{AsRawSocket, RawSocket};
+    struct WrappedRawSocket(RawSocket);
+    impl AsRawSocket for WrappedRawSocket {
+        fn as_raw_socket(&self) -> RawSocket {
+            self.0
+        }
+    }
+    peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
 }
 
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
