@@ -330,15 +330,15 @@ impl TransportConnector {
         {
             return;
         }
-        let pool = Arc::downgrade(&self.connection_pool);
+        let weak_pool = Arc::downgrade(&self.connection_pool);
         let unexpected_data_conn_count = self.unexpected_data_conn_count.clone();
         pingora_runtime::current_handle().spawn(async move {
             let mut ticks = tokio::time::interval(IDLE_SWEEP_INTERVAL);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                let Some(pool) = pool.upgrade() else {
-                    return;
+                let Some(pool) = weak_pool.upgrade() else {
+                    return; // the connector is gone
                 };
                 let now = Instant::now();
                 let dropped = pool.retain(|pooled| {
