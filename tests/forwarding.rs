@@ -7,6 +7,7 @@
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
+use headland::demo::echo::kib_pattern;
 use support::{echo_upstream, get, request, request_bytes, Headland};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -121,9 +122,24 @@ async fn bodies_stream_both_ways() {
     let echo = request_bytes(proxy.http, &raw).await.json();
     assert_eq!(echo["body_bytes"], 8 * 1024 * 1024);
 
-    let response = get(proxy.http, "app.example.com", "/big?stream_kib=16384").await;
-    assert_eq!(response.status, 200);
-    assert_eq!(response.body.len(), 16 * 1024 * 1024);
+    // Both framings, every KiB checked: a chunked answer in 1 KiB chunks, and a sized one
+    // that the proxy reads in chunks large enough to be written on without being copied.
+    for (query, kib) in [("stream_kib", 16384), ("body_kib", 16384)] {
+        let response = get(
+            proxy.http,
+            "app.example.com",
+            &format!("/big?{query}={kib}"),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{query}");
+        assert_eq!(response.body.len(), kib * 1024, "{query}");
+        let wrong = response
+            .body
+            .chunks(1024)
+            .zip(0..)
+            .position(|(got, i)| got != kib_pattern(i));
+        assert_eq!(wrong, None, "{query}: the first KiB out of place");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

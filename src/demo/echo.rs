@@ -3,7 +3,9 @@
 //! it as their real upstream.
 //!
 //! Query parameters shape the answer: `delay_ms=N` waits first, `status=N` sets the status,
-//! `stream_kib=N` sends N KiB in 1 KiB chunks. `Upgrade: websocket` becomes an echo socket.
+//! `stream_kib=N` sends N KiB in 1 KiB chunks, `body_kib=N` sends N KiB with a Content-Length;
+//! in both, KiB number i is the letter a + i mod 26 repeated, so a client can check that every
+//! KiB arrived, in order. `Upgrade: websocket` becomes an echo socket.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -73,7 +75,9 @@ async fn serve_connection(mut stream: TcpStream, name: &str, peer: SocketAddr) -
         }
         let close = header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
         if let Some(kib) = query.stream_kib {
-            write_stream(&mut stream, name, query.status, kib).await?;
+            write_kib(&mut stream, name, query.status, kib, Framing::Chunked).await?;
+        } else if let Some(kib) = query.body_kib {
+            write_kib(&mut stream, name, query.status, kib, Framing::ContentLength).await?;
         } else {
             let echo = Echo {
                 server: name.to_owned(),
@@ -104,6 +108,7 @@ struct Query {
     delay_ms: u64,
     status: u16,
     stream_kib: Option<u64>,
+    body_kib: Option<u64>,
 }
 
 impl Query {
@@ -112,6 +117,7 @@ impl Query {
             delay_ms: 0,
             status: 200,
             stream_kib: None,
+            body_kib: None,
         };
         let pairs = target.split_once('?').map_or("", |(_, q)| q).split('&');
         for (key, value) in pairs.filter_map(|p| p.split_once('=')) {
@@ -119,6 +125,7 @@ impl Query {
                 "delay_ms" => query.delay_ms = value.parse().unwrap_or(0),
                 "status" => query.status = value.parse().unwrap_or(200),
                 "stream_kib" => query.stream_kib = value.parse().ok(),
+                "body_kib" => query.body_kib = value.parse().ok(),
                 _ => {}
             }
         }
@@ -240,23 +247,46 @@ async fn skip<S: AsyncRead + Unpin>(
     Ok(())
 }
 
-async fn write_stream<S: AsyncWrite + Unpin>(
+/// How a `write_kib` answer marks the end of its body.
+#[derive(Clone, Copy, PartialEq)]
+enum Framing {
+    Chunked,
+    ContentLength,
+}
+
+/// KiB number `i` of a `stream_kib` or `body_kib` answer.
+pub fn kib_pattern(i: u64) -> [u8; 1024] {
+    [b'a' + (i % 26) as u8; 1024]
+}
+
+async fn write_kib<S: AsyncWrite + Unpin>(
     stream: &mut S,
     name: &str,
     status: u16,
     kib: u64,
+    framing: Framing,
 ) -> io::Result<()> {
+    let length = match framing {
+        Framing::Chunked => "transfer-encoding: chunked".to_owned(),
+        Framing::ContentLength => format!("content-length: {}", kib * 1024),
+    };
     let head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\nx-served-by: {name}\r\n\r\n"
+        "HTTP/1.1 {status} X\r\ncontent-type: application/octet-stream\r\n{length}\r\nx-served-by: {name}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await?;
-    let chunk = [b'x'; 1024];
-    for _ in 0..kib {
-        stream.write_all(b"400\r\n").await?;
-        stream.write_all(&chunk).await?;
-        stream.write_all(b"\r\n").await?;
+    for i in 0..kib {
+        if framing == Framing::Chunked {
+            stream.write_all(b"400\r\n").await?;
+        }
+        stream.write_all(&kib_pattern(i)).await?;
+        if framing == Framing::Chunked {
+            stream.write_all(b"\r\n").await?;
+        }
     }
-    stream.write_all(b"0\r\n\r\n").await
+    if framing == Framing::Chunked {
+        stream.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(())
 }
 
 async fn echo_websocket(mut stream: TcpStream, buf: BytesMut, key: &str) -> io::Result<()> {

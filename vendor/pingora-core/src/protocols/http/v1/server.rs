@@ -73,6 +73,10 @@ impl ProxyTaskState {
     }
 }
 
+/// Headland patch: body chunks this large are written without a copy into the body buffer
+/// (see `write_or_buffer_body_data`).
+const DIRECT_BODY_WRITE_MIN: usize = 16 * 1024;
+
 /// The HTTP 1.x server session
 pub struct HttpSession {
     underlying_stream: Stream,
@@ -1558,6 +1562,27 @@ impl HttpSession {
         }
     }
 
+    /// Headland patch: a body chunk of at least [DIRECT_BODY_WRITE_MIN] bytes is written as it
+    /// is, after whatever was buffered before it, instead of being copied into the buffer
+    /// first (a 64 KiB response was copied once more than it needed). Smaller chunks are
+    /// still gathered into one write.
+    async fn write_or_buffer_body_data(
+        &mut self,
+        data: Option<Bytes>,
+        upgraded: bool,
+    ) -> Result<()> {
+        match data {
+            Some(large) if large.len() >= DIRECT_BODY_WRITE_MIN => {
+                self.write_body_buf().await.map_err(|e| e.into_down())?;
+                self.write_non_empty_body(Some(large), upgraded).await
+            }
+            data => {
+                self.buffer_body_data(data, upgraded);
+                Ok(())
+            }
+        }
+    }
+
     // TODO: use vectored write to avoid copying
     pub async fn response_duplex_vec(&mut self, mut tasks: Vec<HttpTask>) -> Result<bool> {
         let n_tasks = tasks.len();
@@ -1576,11 +1601,11 @@ impl HttpSession {
                     end_stream
                 }
                 HttpTask::Body(data, end_stream) => {
-                    self.buffer_body_data(data, false);
+                    self.write_or_buffer_body_data(data, false).await?;
                     end_stream
                 }
                 HttpTask::UpgradedBody(data, end_stream) => {
-                    self.buffer_body_data(data, true);
+                    self.write_or_buffer_body_data(data, true).await?;
                     end_stream
                 }
                 HttpTask::Trailer(_) => true, // h1 trailer is not supported yet
