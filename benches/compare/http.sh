@@ -393,7 +393,9 @@ measure_h2() {
 measure_hs() {
   local name=$1 pid=$2 port=$3 out before after opens_before opens_after requests rps
   before=$(cpu_ticks "$pid"); opens_before=$(passive_opens)
-  out=$(ab -q -t "$DURATION" -n "$((DURATION * 20000))" -c "$HANDSHAKE_CONCURRENCY" "https://127.0.0.1:$port/small" 2>&1)
+  # ab exits non-zero on a socket error; say which one instead of leaving silently (set -e).
+  out=$(ab -q -t "$DURATION" -n "$((DURATION * 20000))" -c "$HANDSHAKE_CONCURRENCY" "https://127.0.0.1:$port/small" 2>&1) \
+    || { echo "$name: ab failed:" >&2; tail -5 <<<"$out" >&2; exit 1; }
   [ -z "${DEBUG_WRK:-}" ] || echo "$out" >&2
   after=$(cpu_ticks "$pid"); opens_after=$(passive_opens)
   awk '/^Failed requests:/ && $3 != 0 { bad = 1 } /^Non-2xx/ { bad = 1 } END { exit bad }' <<<"$out" \
