@@ -268,7 +268,7 @@ async fn write_kib<S: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let length = match framing {
         Framing::Chunked => "transfer-encoding: chunked".to_owned(),
-        Framing::ContentLength => format!("content-length: {}", kib * 1024),
+        Framing::ContentLength => format!("content-length: {}", kib.saturating_mul(1024)),
     };
     let head = format!(
         "HTTP/1.1 {status} X\r\ncontent-type: application/octet-stream\r\n{length}\r\nx-served-by: {name}\r\n\r\n"
