@@ -354,8 +354,9 @@ impl<S> ConnectionPool<S> {
     /// running [Self::idle_poll] for every connection it puts. Returns the connections
     /// evicted to keep the pool within its size.
     pub fn put_unwatched(&self, meta: &ConnectionMeta, connection: S) -> Vec<S> {
-        let (_, evicted) = self.lru.add(meta.id, meta.clone());
-        let evicted = evicted
+        let evicted = self
+            .lru
+            .add_unwatched(meta.id, meta.clone())
             .iter()
             .filter_map(|meta| self.pop_evicted(meta))
             .collect();
@@ -600,9 +601,16 @@ mod tests {
         }
         assert!(big.retain(|_| false).len() == 64 && big.get(&8).is_none());
 
-        assert!(cp.put_unwatched(&ConnectionMeta::new(1, 1), "a".into()).is_empty());
-        assert!(cp.put_unwatched(&ConnectionMeta::new(1, 2), "b".into()).is_empty());
-        assert_eq!(cp.put_unwatched(&ConnectionMeta::new(2, 3), "c".into()), ["a"]);
+        assert!(cp
+            .put_unwatched(&ConnectionMeta::new(1, 1), "a".into())
+            .is_empty());
+        assert!(cp
+            .put_unwatched(&ConnectionMeta::new(1, 2), "b".into())
+            .is_empty());
+        assert_eq!(
+            cp.put_unwatched(&ConnectionMeta::new(2, 3), "c".into()),
+            ["a"]
+        );
         assert_eq!(cp.get(&2).as_deref(), Some("c"));
     }
 

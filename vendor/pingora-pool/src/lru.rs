@@ -21,22 +21,26 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 pub struct Node<T> {
-    pub close_notifier: Arc<Notify>,
+    // Headland patch: `None` for a connection nobody watches (`add_unwatched`), so that no
+    // `Notify` is allocated for it.
+    pub close_notifier: Option<Arc<Notify>>,
     pub meta: T,
     order: u64,
 }
 
 impl<T> Node<T> {
-    pub fn new(meta: T) -> Self {
+    pub fn new(meta: T, close_notifier: Option<Arc<Notify>>) -> Self {
         Node {
-            close_notifier: Arc::new(Notify::new()),
+            close_notifier,
             meta,
             order: 0,
         }
     }
 
     pub fn notify_close(&self) {
-        self.close_notifier.notify_one();
+        if let Some(close_notifier) = &self.close_notifier {
+            close_notifier.notify_one();
+        }
     }
 }
 
@@ -156,9 +160,14 @@ where
     }
 
     pub fn add(&self, key: K, meta: T) -> (Arc<Notify>, Vec<T>) {
-        let node = Node::new(meta);
-        let notifier = node.close_notifier.clone();
+        let notifier = Arc::new(Notify::new());
+        let node = Node::new(meta, Some(notifier.clone()));
         (notifier, self.put(key, node))
+    }
+
+    /// Headland patch: [Self::add] for an entry whose eviction nobody waits for.
+    pub fn add_unwatched(&self, key: K, meta: T) -> Vec<T> {
+        self.put(key, Node::new(meta, None))
     }
 
     pub fn pop(&self, key: &K) -> Option<Node<T>> {

@@ -272,7 +272,8 @@ impl TransportConnector {
         // Headland patch: a pooled stream has no watcher task (see release_stream()), so it is
         // checked here, where it is taken. One that fails is dropped and the next one tried.
         let now = Instant::now();
-        while let Some(mut pooled) = self.connection_pool.get(&peer.reuse_hash()) {
+        let key = peer.reuse_hash();
+        while let Some(mut pooled) = self.connection_pool.get(&key) {
             if !pooled.expired(now)
                 && stream_matches_peer(&pooled.stream, peer)
                 // we assume server would never actively send data first on an idle stream.
@@ -325,6 +326,7 @@ impl TransportConnector {
     /// closed, which received data, or which have been idle longer than their idle timeout.
     /// It ends when the connector is dropped.
     fn start_idle_sweeper(&self) {
+        // Called on every release: a load, not a swap, once the sweeper runs.
         if self.idle_sweeper_started.load(Ordering::Relaxed)
             || self.idle_sweeper_started.swap(true, Ordering::Relaxed)
         {
